@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/pgcloak/pgcloak/bench"
+)
+
+func main() {
+	os.Exit(run())
+}
+
+// confFlag collects repeated -pg-conf key=value flags.
+type confFlag map[string]string
+
+func (c confFlag) String() string {
+	var parts []string
+	for k, v := range c {
+		parts = append(parts, k+"="+v)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, ",")
+}
+
+func (c confFlag) Set(s string) error {
+	k, v, ok := strings.Cut(s, "=")
+	if !ok || strings.TrimSpace(k) == "" {
+		return fmt.Errorf("want key=value, got %q", s)
+	}
+	c[strings.TrimSpace(k)] = strings.TrimSpace(v)
+	return nil
+}
+
+func run() int {
+	fs := flag.NewFlagSet("pgbench-compare", flag.ContinueOnError)
+	var (
+		pgcloak   = fs.String("pgcloak", "", "pgcloak binary to use (default: go build ./cmd/pgcloak)")
+		rounds    = fs.Int("rounds", 5, "interleaved rounds; every round runs each target once per workload × clients")
+		duration  = fs.Duration("duration", 10*time.Second, "pgbench -T per run (whole seconds)")
+		warmup    = fs.Duration("warmup", 3*time.Second, "select-only warm-up per target before the first round (0 = none)")
+		scale     = fs.Int("scale", 10, "pgbench -i scale factor")
+		clients   = fs.String("clients", "8,32", "comma-separated client counts (pgbench -c)")
+		threads   = fs.Int("threads", 2, "pgbench -j (capped at the client count)")
+		workloads = fs.String("workloads", bench.DefaultWorkloads, "comma-separated workloads (see -list-workloads)")
+		targets   = fs.String("targets", strings.Join(bench.AllTargets(), ","), "comma-separated targets")
+		out       = fs.String("out", "", "results directory (default: bench/results of the module)")
+		label     = fs.String("label", "passthrough", "suffix of the result files")
+		keep      = fs.Bool("keep-temp", false, "keep the temporary directory (configs, proxy logs)")
+		list      = fs.Bool("list-workloads", false, "list the known workloads and exit")
+		goals     = fs.Bool("goals", true, "check the issue 3 pass-through targets in the report")
+		pgConf    = confFlag{"shared_buffers": "512MB"}
+	)
+	fs.Var(pgConf, "pg-conf", "extra postgresql.conf setting key=value (repeatable)")
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *list {
+		for _, w := range bench.BuiltinWorkloads() {
+			fmt.Printf("%-16s %-24s pgbench %s\n", w.Name, w.Title, strings.Join(w.Args, " "))
+		}
+		return 0
+	}
+	cfg := bench.Config{
+		Rounds: *rounds, Duration: *duration, Warmup: *warmup, Scale: *scale, Threads: *threads,
+		PgcloakBinary: *pgcloak, PGConf: pgConf, Label: *label, KeepTemp: *keep,
+		CommandLine: commandLine(), Progress: os.Stderr,
+	}
+	var err error
+	if cfg.Clients, err = parseInts(*clients); err != nil {
+		return usage(fs, "-clients: %v", err)
+	}
+	if cfg.Workloads, err = bench.SelectWorkloads(*workloads, bench.BuiltinWorkloads()); err != nil {
+		return usage(fs, "-workloads: %v", err)
+	}
+	if cfg.Targets, err = bench.SelectTargets(*targets); err != nil {
+		return usage(fs, "-targets: %v", err)
+	}
+	if *goals {
+		cfg.Goals = bench.Issue3Goals()
+	}
+	if cfg.PgcloakBinary != "" {
+		if cfg.PgcloakBinary, err = filepath.Abs(cfg.PgcloakBinary); err != nil {
+			return usage(fs, "-pgcloak: %v", err)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dir := *out
+	if dir == "" {
+		root, err := bench.ModuleRoot(ctx)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		dir = filepath.Join(root, "bench", "results")
+	}
+
+	rep, runErr := bench.Run(ctx, cfg)
+	if runErr != nil {
+		fmt.Fprintf(os.Stderr, "pgbench-compare: %v\n", runErr)
+	}
+	if rep == nil || len(rep.Runs) == 0 {
+		return 1
+	}
+	if runErr != nil {
+		rep.Label += "-incomplete"
+	}
+	fmt.Println()
+	if err := rep.WriteTables(os.Stdout); err != nil {
+		fmt.Fprintf(os.Stderr, "pgbench-compare: %v\n", err)
+		return 1
+	}
+	paths, err := rep.WriteFiles(dir)
+	for _, p := range paths {
+		fmt.Printf("wrote %s\n", p)
+	}
+	if err != nil || runErr != nil {
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "pgbench-compare: %v\n", err)
+		}
+		return 1
+	}
+	return 0
+}
+
+func usage(fs *flag.FlagSet, format string, args ...any) int {
+	fmt.Fprintf(os.Stderr, "pgbench-compare: "+format+"\n", args...)
+	fs.Usage()
+	return 2
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.Atoi(f)
+		if err != nil || n < 1 {
+			return nil, fmt.Errorf("%q is not a positive integer", f)
+		}
+		out = append(out, n)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("empty list")
+	}
+	return out, nil
+}
+
+// commandLine is how this run was started, for the report. Under `go run`
+// the program path is a temporary build, so it is written as the go run
+// invocation instead.
+func commandLine() string {
+	prog := os.Args[0]
+	if strings.Contains(prog, "go-build") {
+		prog = "go run ./bench/cmd/pgbench-compare"
+	}
+	parts := []string{prog}
+	for _, a := range os.Args[1:] {
+		if a == "" || strings.ContainsAny(a, " \t\n'\"$\\;&|<>*?()[]{}") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		parts = append(parts, a)
+	}
+	return strings.Join(parts, " ")
+}
