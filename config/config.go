@@ -29,6 +29,7 @@ type Server struct {
 	ShutdownTimeout  time.Duration // graceful shutdown budget. Default 30s.
 	HandshakeTimeout time.Duration // startup + TLS + authentication budget. Default 15s.
 	MaxMessageLen    int           // largest accepted protocol message in bytes. Default DefaultMaxMessageLen.
+	EventLoops       int           // event-loop threads for plain-socket sessions: 0 automatic, -1 off (two goroutines per session).
 }
 
 // Upstream is the PostgreSQL server the proxy connects to.

@@ -84,6 +84,8 @@ key_label = "k"
 		{"empty path", up + "[server]\ntls_cert = \"\"\ntls_key = \"k\"\n", []want{{4, "must not be empty"}, {5, "tls_key: set without"}}},
 		{"zero duration", up + "[server]\nshutdown_timeout = \"0s\"\n", []want{{4, "must be greater than zero"}}},
 		{"message length bounds", up + "[server]\nmax_message_len = 100\n", []want{{4, "server.max_message_len: 100 is outside"}}},
+		{"event loop bounds", up + "[server]\nevent_loops = 99\n", []want{{4, "server.event_loops: 99 is outside -1..64"}}},
+		{"event loop type", up + "[server]\nevent_loops = \"two\"\n", []want{{4, "server.event_loops"}}},
 		{"upstream addr missing", "[upstream]\ntls = \"disable\"\n", []want{{1, "upstream.addr: required"}}},
 		{"upstream addr without host", "[upstream]\naddr = \":5432\"\n", []want{{2, `":5432" has no host`}}},
 		{"upstream port 0", "[upstream]\naddr = \"h:0\"\n", []want{{2, "port must be a number in 1..65535"}}},

@@ -11,7 +11,7 @@ import (
 // Known keys per section, in the order of DESIGN.md §3.
 var (
 	rootKeys     = []string{"server", "upstream", "keystore", "kek", "classification", "column", "log"}
-	serverKeys   = []string{"listen", "tls_cert", "tls_key", "shutdown_timeout", "handshake_timeout", "max_message_len"}
+	serverKeys   = []string{"listen", "tls_cert", "tls_key", "shutdown_timeout", "handshake_timeout", "max_message_len", "event_loops"}
 	upstreamKeys = []string{"addr", "tls", "tls_ca", "tls_server_name"}
 	keystoreKeys = []string{"dsn"}
 	kekKeys      = []string{"type", "module", "token_label", "pin_env", "key_label", "key_file", "key_id", "region", "endpoint"}
@@ -124,6 +124,14 @@ func (d *decoder) decodeServer(t *table, srv *Server) {
 		d.add(d.lineOf("server.max_message_len"), "server.max_message_len: %d is outside %d..%d bytes", n, lo, hi)
 	} else {
 		srv.MaxMessageLen = int(n)
+	}
+	var loops int64
+	if s.integer("event_loops", &loops) {
+		if loops < -1 || loops > 64 {
+			d.add(d.lineOf("server.event_loops"), "server.event_loops: %d is outside -1..64 (0 = automatic, -1 = off)", loops)
+		} else {
+			srv.EventLoops = int(loops)
+		}
 	}
 	s.finish()
 }

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"github.com/rs/zerolog"
+
+	"github.com/pgcloak/pgcloak/config"
+	"github.com/pgcloak/pgcloak/proxy"
+)
+
+func init() {
+	register("serve", "Run the proxy until SIGINT or SIGTERM.", func() any { return &serveCmd{} })
+}
+
+// serveCmd: pgcloak serve [--config FILE]
+//
+// Logs JSON lines to stderr and nothing to stdout. Once listening it logs
+// {"level":"info","message":"listening","addr":"HOST:PORT"} with the real
+// port (also when [server] listen uses port 0). The first SIGINT/SIGTERM
+// starts a graceful shutdown (exit 0); a second one exits at once (exit 1).
+type serveCmd struct{}
+
+func (c *serveCmd) Run(g *globals) error {
+	cfg, err := g.loadConfig("", false)
+	if err != nil {
+		return err
+	}
+	log := g.logger(cfg.Log)
+	ctx, release := g.shutdownSignals(log, forceExit)
+	defer release()
+	return serve(ctx, cfg, log)
+}
+
+// serve runs the proxy described by cfg until ctx is cancelled, then shuts
+// it down gracefully. The proxy logs the "listening" line.
+func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
+	if err := refuseEncryptedColumns(cfg); err != nil {
+		return usageErr(err)
+	}
+	opts, err := proxyOpts(cfg, log)
+	if err != nil {
+		return usageErr(err)
+	}
+	srv, err := proxy.New(opts)
+	if err != nil {
+		return err
+	}
+	ln, err := listen(cfg.Server.Listen)
+	if err != nil {
+		return err
+	}
+	if err := srv.Serve(ctx, ln); err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+// refuseEncryptedColumns fails closed while the proxy only passes values
+// through: serving a configuration that classifies columns as encrypted
+// would send their values to PostgreSQL in plaintext. Remove this check when
+// the proxy applies rewrite plans.
+func refuseEncryptedColumns(cfg *config.Config) error {
+	var names []string
+	for _, c := range cfg.Columns {
+		if c.Classification != config.LevelPublic {
+			names = append(names, c.QualifiedName())
+		}
+	}
+	if len(names) == 0 {
+		return nil
+	}
+	return fmt.Errorf("serve: %s: column encryption is not implemented yet, so these %d encrypted column(s) would reach PostgreSQL in plaintext; refusing to start: %s",
+		cfg.File, len(names), strings.Join(names, ", "))
+}
+
+// proxyOpts converts the configuration into proxy.Opts, loading the TLS
+// files it names. Errors are configuration errors.
+func proxyOpts(cfg *config.Config, log zerolog.Logger) (proxy.Opts, error) {
+	mode, err := proxy.ParseUpstreamTLS(cfg.Upstream.TLS)
+	if err != nil {
+		return proxy.Opts{}, err
+	}
+	opts := proxy.Opts{
+		UpstreamAddr:     cfg.Upstream.Addr,
+		UpstreamTLS:      mode,
+		HandshakeTimeout: cfg.Server.HandshakeTimeout,
+		ShutdownTimeout:  cfg.Server.ShutdownTimeout,
+		MaxMessageLen:    cfg.Server.MaxMessageLen,
+		EventLoops:       cfg.Server.EventLoops,
+		Logger:           log,
+	}
+	if cfg.Server.TLSCert != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.Server.TLSCert, cfg.Server.TLSKey)
+		if err != nil {
+			return proxy.Opts{}, fmt.Errorf("server.tls_cert / server.tls_key: %w", err)
+		}
+		opts.ClientTLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
+	if mode != proxy.UpstreamTLSDisable {
+		up := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: cfg.Upstream.TLSServerName}
+		if cfg.Upstream.TLSCA != "" {
+			pem, err := os.ReadFile(cfg.Upstream.TLSCA)
+			if err != nil {
+				return proxy.Opts{}, fmt.Errorf("upstream.tls_ca: %w", err)
+			}
+			up.RootCAs = x509.NewCertPool()
+			if !up.RootCAs.AppendCertsFromPEM(pem) {
+				return proxy.Opts{}, fmt.Errorf("upstream.tls_ca: %s holds no PEM certificate", cfg.Upstream.TLSCA)
+			}
+		}
+		opts.UpstreamTLSConfig = up
+	}
+	return opts, nil
+}
+
+// listen opens the client-facing listener.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	return ln, nil
+}
