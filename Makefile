@@ -5,7 +5,7 @@ GO        ?= go
 BIN       ?= bin/pgcloak
 PKGS      ?= ./...
 TESTFLAGS ?=
-STATICCHECK_VERSION ?= 2025.1.1
+STATICCHECK_VERSION ?= v0.6.1
 
 .PHONY: all build deps test test-short check fmt vet staticcheck demo dev bench clean
 
@@ -37,7 +37,7 @@ staticcheck:
 check: fmt vet staticcheck test
 
 demo: deps
-	$(GO) run ./cmd/pgcloak dev --demo
+	$(GO) run ./cmd/pgcloak dev --demo --port 0
 
 dev: deps
 	$(GO) run ./cmd/pgcloak dev
