@@ -108,6 +108,5 @@ func runDemo(ctx context.Context, w io.Writer, dsn string) error {
 		return fmt.Errorf("demo: drop table: %w", err)
 	}
 	step("DROP TABLE customers")
-	fmt.Fprintln(w, "Demo done.")
 	return nil
 }

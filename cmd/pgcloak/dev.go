@@ -118,6 +118,12 @@ func (c *devCmd) run(ctx context.Context, g *globals, log zerolog.Logger) error 
 	var result error
 	if c.Demo {
 		result = runDemo(ctx, g.stdout, dsn)
+		if result == nil {
+			result = runKeyDemo(ctx, g.stdout, cluster.DSN("postgres", "", devDatabase), dsn)
+		}
+		if result == nil {
+			fmt.Fprintln(g.stdout, "Demo done.")
+		}
 	} else {
 		fmt.Fprintln(g.stdout, "Press Ctrl-C to stop.")
 		select {

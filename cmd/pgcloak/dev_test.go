@@ -9,13 +9,15 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgcloak/pgcloak/internal/hsmtest"
 	"github.com/pgcloak/pgcloak/internal/pgtest"
 )
 
 var dsnRE = regexp.MustCompile(`connection string  (postgres://app:([0-9a-f]{32})@127\.0\.0\.1:(\d+)/app)\n`)
 
 func TestDevDemo(t *testing.T) {
-	pgtest.Require(t, "initdb", "postgres")
+	pgtest.Require(t, "initdb", "postgres", "softhsm2-util")
+	t.Setenv(hsmtest.ConfEnv, "") // the demo sets it for its own token; restore afterwards
 	code, stdout, stderr := runCLI(t, "dev", "--demo", "--port", "0")
 	if code != 0 {
 		t.Fatalf("exit %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
@@ -33,6 +35,12 @@ func TestDevDemo(t *testing.T) {
 		"2 | Alan Turing  | alan@example.org",
 		"SQLSTATE 22012",
 		"still 3 rows",
+		"extractable=false",
+		"version 2 is active, version 1 is decrypt_only",
+		"key ring 1, key version 1, nonce…  → opens to \"078-05-1120\"",
+		"key ring 1, key version 2, nonce…  → opens to \"219-09-9999\"",
+		"refuses to open as another column",
+		"entries verify intact",
 		"Demo done.",
 	} {
 		if !strings.Contains(stdout, want) {
