@@ -13,11 +13,13 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 )
 
-// Cancel keys. A client gets a BackendKeyData issued by the proxy, never the
-// server's: the proxy's process id is unique among its live sessions and its
-// secret is random, of the same length as the server's (4 bytes for protocol
-// 3.0, up to 256 for 3.2). A CancelRequest carrying a proxy key is forwarded
-// to the server that session is connected to, with the server's real key.
+// Cancel keys. A client gets the server's real process id (so that
+// pg_backend_pid(), pg_terminate_backend() and server logs agree with what
+// the driver reports) and a secret issued by the proxy, random and of the
+// same length as the server's (4 bytes for protocol 3.0, up to 256 for 3.2).
+// The server's own secret never leaves the proxy. A CancelRequest carrying a
+// proxy-issued key is forwarded to the server that session is connected to,
+// with the server's real key.
 
 // cancelTarget is where a proxy-issued key points. Immutable once registered.
 type cancelTarget struct {
@@ -27,22 +29,21 @@ type cancelTarget struct {
 	upSecret []byte
 }
 
-// cancelRegistry maps proxy-issued process ids to their targets.
+// cancelRegistry maps process ids to the targets registered under them.
+// Live backends of one server have distinct ids, but a session may outlive
+// its backend briefly and the id be reused, so an id may hold several
+// targets; the secret tells them apart.
 type cancelRegistry struct {
-	mu   sync.Mutex
-	next uint32
-	m    map[uint32]*cancelTarget
+	mu sync.Mutex
+	m  map[uint32][]*cancelTarget
 }
 
 func newCancelRegistry() *cancelRegistry {
-	return &cancelRegistry{next: 1, m: make(map[uint32]*cancelTarget)}
+	return &cancelRegistry{m: make(map[uint32][]*cancelTarget)}
 }
 
-// maxProxyPID keeps issued ids positive as a signed int32: libpq and some
-// drivers store the process id in a signed int.
-const maxProxyPID = 1<<31 - 1
-
-// register issues a key for t (filling t.secret) and returns the process id.
+// register issues a secret for t (filling t.secret) and files t under the
+// server's process id, which it returns.
 func (r *cancelRegistry) register(t *cancelTarget) (uint32, error) {
 	n := max(len(t.upSecret), 4)
 	t.secret = make([]byte, n)
@@ -51,44 +52,50 @@ func (r *cancelRegistry) register(t *cancelTarget) (uint32, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for range maxProxyPID { // terminates: fewer live sessions than ids
-		pid := r.next
-		r.next++
-		if r.next > maxProxyPID {
-			r.next = 1
-		}
-		if _, used := r.m[pid]; !used {
-			r.m[pid] = t
-			return pid, nil
-		}
-	}
-	return 0, fmt.Errorf("proxy: no free cancel key")
+	r.m[t.upPID] = append(r.m[t.upPID], t)
+	return t.upPID, nil
 }
 
-// remove forgets pid; called when its session ends.
-func (r *cancelRegistry) remove(pid uint32) {
+// remove forgets t, registered under pid; called when its session ends.
+func (r *cancelRegistry) remove(pid uint32, t *cancelTarget) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	delete(r.m, pid)
+	ts := r.m[pid]
+	for i, x := range ts {
+		if x == t {
+			ts = append(ts[:i], ts[i+1:]...)
+			break
+		}
+	}
+	if len(ts) == 0 {
+		delete(r.m, pid)
+	} else {
+		r.m[pid] = ts
+	}
 }
 
-// lookup returns the target for a key presented by a client, comparing the
-// secret in constant time.
+// lookup returns the target for a key presented by a client, comparing
+// secrets in constant time.
 func (r *cancelRegistry) lookup(pid uint32, secret []byte) (*cancelTarget, bool) {
 	r.mu.Lock()
-	t, ok := r.m[pid]
-	r.mu.Unlock()
-	if !ok || subtle.ConstantTimeCompare(t.secret, secret) != 1 {
-		return nil, false
+	defer r.mu.Unlock()
+	for _, t := range r.m[pid] {
+		if subtle.ConstantTimeCompare(t.secret, secret) == 1 {
+			return t, true
+		}
 	}
-	return t, true
+	return nil, false
 }
 
 // len returns the number of registered keys (for tests and stats).
 func (r *cancelRegistry) len() int {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return len(r.m)
+	n := 0
+	for _, ts := range r.m {
+		n += len(ts)
+	}
+	return n
 }
 
 // forwardCancel sends the server's own key for t in a plain CancelRequest on

@@ -279,9 +279,9 @@ func (s *session) swapBackendKey(f, out []byte) ([]byte, error) {
 	if err := k.Decode(f[headerLen:]); err != nil || len(k.SecretKey) > 256 {
 		return out, newError(ErrProtocolViolation, "", errors.New("invalid BackendKeyData from server"))
 	}
-	if s.cancelPID != 0 {
-		s.srv.cancels.remove(s.cancelPID)
-		s.cancelPID = 0
+	if s.cancelTarget != nil {
+		s.srv.cancels.remove(s.cancelPID, s.cancelTarget)
+		s.cancelPID, s.cancelTarget = 0, nil
 	}
 	t := &cancelTarget{addr: s.srv.opts.UpstreamAddr, upPID: k.ProcessID, upSecret: k.SecretKey}
 	pid, err := s.srv.cancels.register(t)

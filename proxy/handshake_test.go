@@ -356,7 +356,7 @@ func TestProtocol32KeysAndNegotiation(t *testing.T) {
 			t.Fatalf("ReadyForQuery before key (%v) / negotiation (%v)", key, sawNegotiate)
 		}
 	}
-	if len(key.SecretKey) != 32 || string(key.SecretKey) == string(secret) || key.ProcessID == 4242 {
+	if len(key.SecretKey) != 32 || string(key.SecretKey) == string(secret) || key.ProcessID != 4242 {
 		t.Fatalf("client key %d/%x leaks or has the wrong length", key.ProcessID, key.SecretKey)
 	}
 	if got := fake.nextSession(t).startup.ProtocolVersion; got != pgproto3.ProtocolVersion32 {

@@ -45,7 +45,7 @@ type session struct {
 	// Startup parameters worth logging; never secrets.
 	user, database, appName string
 
-	cancelPID    uint32        // proxy-issued process id, 0 until BackendKeyData
+	cancelPID    uint32        // the server's process id, as given to the client; 0 until BackendKeyData
 	cancelTarget *cancelTarget // the server's key for cancelPID
 
 	// SCRAM bookkeeping for diagnostics: channel-binding mechanisms were
@@ -250,8 +250,8 @@ func (s *session) cleanup() {
 	if server != nil {
 		_ = server.Close()
 	}
-	if s.cancelPID != 0 {
-		s.srv.cancels.remove(s.cancelPID)
+	if s.cancelTarget != nil {
+		s.srv.cancels.remove(s.cancelPID, s.cancelTarget)
 	}
 	if s.clientBuf != nil {
 		s.clientBuf.release()

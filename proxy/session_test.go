@@ -20,8 +20,14 @@ func TestCancelRequestMapped(t *testing.T) {
 	p := startProxy(t, fake.addr(), nil)
 	conn := connect(t, p.connString(""))
 	sess := fake.nextSession(t)
-	if conn.PID() == sess.pid || bytes.Equal(conn.SecretKey(), sess.secret) {
-		t.Fatalf("client got the server's key (%d)", conn.PID())
+	// The client sees the server's real process id (pg_backend_pid() and
+	// pg_terminate_backend() must agree with the driver) but never the
+	// server's secret.
+	if conn.PID() != sess.pid {
+		t.Fatalf("client got process id %d, the server's is %d", conn.PID(), sess.pid)
+	}
+	if bytes.Equal(conn.SecretKey(), sess.secret) || len(conn.SecretKey()) != len(sess.secret) {
+		t.Fatalf("client got the server's secret, or one of another length (%x)", conn.SecretKey())
 	}
 
 	// A cancel with a wrong secret is dropped.
