@@ -1,6 +1,6 @@
 // Command pgcloak is the one pgcloak binary: the proxy (serve), its
-// configuration checker (config check), a throwaway local stack (dev) and,
-// later, the key-management verbs.
+// configuration checker (config check), a throwaway local stack (dev), and
+// the key-management verbs (kek create|info|rotate, keys …, audit verify|tail).
 //
 // main.go only wires kong. Each top-level verb lives in its own file and
 // registers itself there (see register in main.go), so adding `keys …`,

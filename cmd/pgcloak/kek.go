@@ -17,6 +17,7 @@ func init() {
 type kekCmd struct {
 	Create kekCreateCmd `cmd:"" help:"Create the KEK a [kek.NAME] section names: a non-extractable AES-256 key on the HSM token, or a dev key file."`
 	Info   kekInfoCmd   `cmd:"" help:"Show the attributes of the KEK a [kek.NAME] section names (proves it is non-extractable)."`
+	Rotate kekRotateCmd `cmd:"" help:"Re-wrap every DEK wrapped by one KEK under another (table data is untouched)."`
 }
 
 // kekCreateCmd: pgcloak kek create [NAME]

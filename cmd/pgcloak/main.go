@@ -18,7 +18,10 @@ import (
 //	   failed, or a second SIGINT/SIGTERM cut a graceful shutdown short
 //	2  usage or configuration error: unknown command or flag, a configuration
 //	   file that cannot be read or has problems (printed to stderr as
-//	   "FILE:LINE: message", one per line), unusable TLS files
+//	   "FILE:LINE: message", one per line), unusable TLS files, a destructive
+//	   key verb without --yes when stdin is not a terminal
+//	3  refused by the key lifecycle: an illegal state transition, a deletion
+//	   window outside 7–30 days, a key ring that does not match the config
 const (
 	exitOK      = 0
 	exitRuntime = 1

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/pgcloak/pgcloak/keyring"
+)
+
+// keysSetStateCmd: pgcloak keys set-state RING VERSION STATE [--reason TEXT] [--yes] [--json]
+//
+// STATE is decrypt_only (re-enable a retired or disabled version), retired
+// (no use at all) or disabled (compromise: blocks every use at once; the
+// active version is replaced by a new one in the same transaction).
+// Retiring or disabling asks for confirmation. Other transitions have
+// their own verbs (rotate, schedule-deletion, cancel-deletion,
+// destroy-due); the lifecycle refuses the rest with exit code 3.
+type keysSetStateCmd struct {
+	Ring      string `arg:"" help:"Key ring."`
+	Version   uint32 `arg:"" help:"Key version."`
+	State     string `arg:"" help:"New state: decrypt_only, retired or disabled."`
+	Reason    string `help:"Why (recorded in the audit log)."`
+	ActorFlag `embed:""`
+	YesFlag   `embed:""`
+	JSONFlag  `embed:""`
+}
+
+// Help is the detailed help of `pgcloak keys set-state --help`.
+func (c *keysSetStateCmd) Help() string {
+	return `decrypt_only re-enables a retired or disabled version for reading; retired stops every use of a version (after its rows were re-encrypted); disabled blocks a compromised version at once, and if it was the active one a new active version is created in the same transaction. Retiring and disabling ask for confirmation (--yes to skip). The active version leaves active only by rotation; pending deletion and deletion have their own verbs.
+
+` + exitCodesHelp
+}
+
+func (c *keysSetStateCmd) Run(g *globals) error {
+	if err := versionArg(c.Version); err != nil {
+		return err
+	}
+	to, err := keyring.ParseState(c.State)
+	if err != nil {
+		return usageErr(err)
+	}
+	cfg, err := g.loadConfig("", false)
+	if err != nil {
+		return err
+	}
+	store, closeStore, err := openCurrentStore(g, cfg, storeOpts{Actor: c.Actor})
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	ring, err := store.Keyring(g.ctx, c.Ring)
+	if err != nil {
+		return storeErr(err)
+	}
+	cur, err := store.Get(g.ctx, c.Ring, c.Version)
+	if err != nil {
+		return storeErr(err)
+	}
+	// Ask only for a change the lifecycle can make: a refusal is reported
+	// without a prompt.
+	allowed := keyring.CanTransition(cur.State, to) || (to == keyring.StateDisabled && cur.State == keyring.StateActive)
+	if allowed && (to == keyring.StateRetired || to == keyring.StateDisabled) {
+		what := fmt.Sprintf("set %s version %d (%s) to %s: every use of this version stops at once", c.Ring, c.Version, cur.State, to)
+		if cur.State == keyring.StateActive {
+			what += ", and a new active version is created"
+		}
+		if err := confirm(g, c.Yes, what); err != nil {
+			return err
+		}
+	}
+	var (
+		v         keyring.Version
+		newActive *keyring.Version
+	)
+	if to == keyring.StateDisabled {
+		v, newActive, err = store.Disable(g.ctx, c.Ring, c.Version, c.Reason)
+	} else {
+		v, err = store.SetState(g.ctx, c.Ring, c.Version, to, c.Reason)
+	}
+	if err != nil {
+		return storeErr(err)
+	}
+	if v.State == cur.State {
+		if c.JSON {
+			return writeJSON(g, newVersionJSON(v, ring.Classification))
+		}
+		fmt.Fprintf(g.stdout, "%s version %d is already %s\n", v.Keyring, v.Version, v.State)
+		return nil
+	}
+	checkpoint(g, store)
+	if c.JSON {
+		out := struct {
+			versionJSON
+			PreviousState string       `json:"previous_state"`
+			NewActive     *versionJSON `json:"new_active,omitempty"`
+		}{versionJSON: newVersionJSON(v, ring.Classification), PreviousState: string(cur.State)}
+		if newActive != nil {
+			na := newVersionJSON(*newActive, ring.Classification)
+			out.NewActive = &na
+		}
+		return writeJSON(g, out)
+	}
+	fmt.Fprintf(g.stdout, "%s (was %s)\n", describeVersion(v), cur.State)
+	if newActive != nil {
+		fmt.Fprintf(g.stdout, "%s version %d is now active\n", newActive.Keyring, newActive.Version)
+	}
+	return nil
+}
