@@ -35,7 +35,43 @@ func (c *serveCmd) Run(g *globals) error {
 	log := g.logger(cfg.Log)
 	ctx, release := g.shutdownSignals(log, forceExit)
 	defer release()
+	if cfg.Keystore.DSN != "" {
+		closeStore, err := prepareKeyStore(ctx, g, cfg, log)
+		if err != nil {
+			return err
+		}
+		defer closeStore()
+	}
 	return serve(ctx, cfg, log)
+}
+
+// prepareKeyStore applies the key store's migrations and creates the first
+// active version of every key ring the configuration needs and lacks (each
+// an audited event), so that a fresh setup needs no extra step. It fails
+// (and serve does not start) when the key store or a KEK is unreachable:
+// pgcloak never serves with keys it cannot vouch for.
+func prepareKeyStore(ctx context.Context, g *globals, cfg *config.Config, log zerolog.Logger) (func(), error) {
+	host, _ := os.Hostname()
+	store, closeStore, err := openStore(g, cfg, storeOpts{
+		Actor:   "pgcloak serve@" + host,
+		OnError: func(err error) { log.Warn().Err(err).Msg("key store") },
+	})
+	if err != nil {
+		return nil, err
+	}
+	res, err := ensureRings(ctx, store, cfg)
+	if err != nil {
+		closeStore()
+		return nil, fmt.Errorf("serve: key store: %w", err)
+	}
+	if len(res.Migrations) > 0 {
+		log.Info().Ints("migrations", res.Migrations).Msg("key store schema migrated")
+	}
+	for _, r := range res.Rings {
+		log.Info().Str("keyring", r.Ring.Name).Str("purpose", string(r.Ring.Purpose)).
+			Str("kek", r.Ring.KEK).Str("status", r.Status).Msg("key ring ready")
+	}
+	return closeStore, nil
 }
 
 // serve runs the proxy described by cfg until ctx is cancelled, then shuts
