@@ -46,6 +46,10 @@ type Keystore struct {
 	// password comes from PGPASSWORD / PGPASSFILE). Required as soon as a
 	// classification encrypts.
 	DSN string
+	// AuditSink, when set, is a file (created 0600 if missing) to which
+	// every audit entry this process appends is also written as one JSON
+	// line, for a SIEM to ship. Relative to the configuration file.
+	AuditSink string
 }
 
 // KEK types.

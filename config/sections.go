@@ -13,7 +13,7 @@ var (
 	rootKeys     = []string{"server", "upstream", "keystore", "kek", "classification", "column", "log"}
 	serverKeys   = []string{"listen", "tls_cert", "tls_key", "shutdown_timeout", "handshake_timeout", "max_message_len", "event_loops"}
 	upstreamKeys = []string{"addr", "tls", "tls_ca", "tls_server_name"}
-	keystoreKeys = []string{"dsn"}
+	keystoreKeys = []string{"dsn", "audit_sink"}
 	kekKeys      = []string{"type", "module", "token_label", "pin_env", "key_label", "key_file", "key_id", "region", "endpoint"}
 	classKeys    = []string{"kek", "rotate_after", "rotate_after_encryptions", "plaintext_roles", "on_denied"}
 	columnKeys   = []string{"table", "column", "type", "classification", "search", "context"}
@@ -73,6 +73,7 @@ func (d *decoder) decodeRoot(root *table) *Config {
 	if t := s.subtable("keystore"); t != nil {
 		ks := d.section(t, "keystore", keystoreKeys...)
 		ks.str("dsn", &cfg.Keystore.DSN)
+		ks.filePath("audit_sink", &cfg.Keystore.AuditSink)
 		ks.finish()
 	}
 	if t := s.subtable("kek"); t != nil {

@@ -105,13 +105,25 @@ func openStore(g *globals, cfg *config.Config, o storeOpts) (store *keyring.Stor
 	if opts.OnError == nil {
 		opts.OnError = func(err error) { fmt.Fprintf(g.stderr, "pgcloak: warning: %v\n", err) }
 	}
+	closeSink := func() {}
+	if cfg.Keystore.AuditSink != "" {
+		// Appended to, never truncated: the SIEM copy is the second line
+		// of defence for entries after the last checkpoint.
+		f, err := os.OpenFile(cfg.Keystore.AuditSink, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+		if err != nil {
+			closeKEKs()
+			return nil, nil, fmt.Errorf("%s: [keystore] audit_sink: %w", cfg.File, err)
+		}
+		opts.AuditSink, closeSink = f, func() { _ = f.Close() }
+	}
 	s, err := keyring.New(g.ctx, opts)
 	if err != nil {
 		closeKEKs()
+		closeSink()
 		// New only fails on a DSN that does not parse.
 		return nil, nil, usageErr(fmt.Errorf("%s: [keystore] dsn: %w", cfg.File, err))
 	}
-	return s, func() { s.Close(); closeKEKs() }, nil
+	return s, func() { s.Close(); closeKEKs(); closeSink() }, nil
 }
 
 // openCurrentStore is openStore for the verbs other than keys init: it

@@ -31,6 +31,7 @@ tls = "disable"
 
 [keystore]
 dsn = "`+c.SuperDSN()+`"
+audit_sink = "audit.jsonl"
 
 [kek.dev]
 type = "local"
@@ -39,6 +40,7 @@ key_file = "dev.key"
 [classification.internal]
 kek = "dev"
 `)
+	sinkLines := 0
 	for round := 1; round <= 2; round++ {
 		ctx, cancel := context.WithCancel(context.Background())
 		var stdout, stderr syncBuffer
@@ -62,6 +64,19 @@ kek = "dev"
 		cancel()
 		if code := <-done; code != 0 {
 			t.Fatalf("round %d: exit %d\n%s", round, code, stderr.String())
+		}
+		// Every audit entry also went to the SIEM sink, one JSON line
+		// each; the second start added none.
+		st, err := os.Stat(filepath.Join(dir, "audit.jsonl"))
+		if err != nil || st.Mode().Perm() != 0o600 {
+			t.Fatalf("round %d: audit sink %v, %v", round, st, err)
+		}
+		lines := strings.Split(strings.TrimSpace(readFile(t, filepath.Join(dir, "audit.jsonl"))), "\n")
+		if round == 1 {
+			sinkLines = len(lines)
+		}
+		if len(lines) < 4 || len(lines) != sinkLines || !strings.Contains(lines[0], `"hash"`) || !strings.Contains(lines[0], `"keyring.create"`) {
+			t.Fatalf("round %d: audit sink has %d lines (first: %s)", round, len(lines), lines[0])
 		}
 	}
 	code, out, errOut := runCLI(t, "--config", cfg, "audit", "verify")
