@@ -35,6 +35,9 @@ func (c *serveCmd) Run(g *globals) error {
 	log := g.logger(cfg.Log)
 	ctx, release := g.shutdownSignals(log, forceExit)
 	defer release()
+	if err := refuseEncryptedColumns(cfg); err != nil {
+		return usageErr(err) // before touching the key store or a KEK
+	}
 	if cfg.Keystore.DSN != "" {
 		closeStore, err := prepareKeyStore(ctx, g, cfg, log)
 		if err != nil {
