@@ -20,19 +20,11 @@ func (c *keysCancelDeletionCmd) Run(g *globals) error {
 	if err := versionArg(c.Version); err != nil {
 		return err
 	}
-	cfg, err := g.loadConfig("", false)
-	if err != nil {
-		return err
-	}
-	store, closeStore, err := openCurrentStore(g, cfg, storeOpts{Actor: c.Actor})
+	store, ring, closeStore, err := openRing(g, storeOpts{Actor: c.Actor}, c.Ring)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	ring, err := store.Keyring(g.ctx, c.Ring)
-	if err != nil {
-		return storeErr(err)
-	}
 	v, err := store.CancelDeletion(g.ctx, c.Ring, c.Version, c.Reason)
 	if err != nil {
 		return storeErr(err)

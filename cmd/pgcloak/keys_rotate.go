@@ -20,19 +20,11 @@ type keysRotateCmd struct {
 }
 
 func (c *keysRotateCmd) Run(g *globals) error {
-	cfg, err := g.loadConfig("", false)
-	if err != nil {
-		return err
-	}
-	store, closeStore, err := openCurrentStore(g, cfg, storeOpts{Actor: c.Actor})
+	store, ring, closeStore, err := openRing(g, storeOpts{Actor: c.Actor}, c.Ring)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	ring, err := store.Keyring(g.ctx, c.Ring)
-	if err != nil {
-		return storeErr(err)
-	}
 	v, err := store.Rotate(g.ctx, c.Ring, c.Reason)
 	if err != nil {
 		return storeErr(err)

@@ -45,19 +45,11 @@ func (c *keysScheduleDeletionCmd) Run(g *globals) error {
 	if window < keyring.MinDeletionWindow || window > keyring.MaxDeletionWindow {
 		return storeErr(fmt.Errorf("--in %s: %w: the window must be 7 to 30 days", c.In, keyring.ErrDeletionWindow))
 	}
-	cfg, err := g.loadConfig("", false)
-	if err != nil {
-		return err
-	}
-	store, closeStore, err := openCurrentStore(g, cfg, storeOpts{Actor: c.Actor})
+	store, ring, closeStore, err := openRing(g, storeOpts{Actor: c.Actor}, c.Ring)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	ring, err := store.Keyring(g.ctx, c.Ring)
-	if err != nil {
-		return storeErr(err)
-	}
 	cur, err := store.Get(g.ctx, c.Ring, c.Version)
 	if err != nil {
 		return storeErr(err)

@@ -39,19 +39,11 @@ func (c *keysSetStateCmd) Run(g *globals) error {
 	if err != nil {
 		return usageErr(err)
 	}
-	cfg, err := g.loadConfig("", false)
-	if err != nil {
-		return err
-	}
-	store, closeStore, err := openCurrentStore(g, cfg, storeOpts{Actor: c.Actor})
+	store, ring, closeStore, err := openRing(g, storeOpts{Actor: c.Actor}, c.Ring)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	ring, err := store.Keyring(g.ctx, c.Ring)
-	if err != nil {
-		return storeErr(err)
-	}
 	cur, err := store.Get(g.ctx, c.Ring, c.Version)
 	if err != nil {
 		return storeErr(err)

@@ -17,19 +17,11 @@ type keysShowCmd struct {
 }
 
 func (c *keysShowCmd) Run(g *globals) error {
-	cfg, err := g.loadConfig("", true)
-	if err != nil {
-		return err
-	}
-	store, closeStore, err := openCurrentStore(g, cfg, storeOpts{NoKEKs: true})
+	store, ring, closeStore, err := openRing(g, storeOpts{NoKEKs: true}, c.Ring)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	ring, err := store.Keyring(g.ctx, c.Ring)
-	if err != nil {
-		return storeErr(err)
-	}
 	if c.Version != 0 {
 		v, err := store.Get(g.ctx, c.Ring, c.Version)
 		if err != nil {

@@ -141,6 +141,26 @@ func openCurrentStore(g *globals, cfg *config.Config, o storeOpts) (*keyring.Sto
 	return store, closeFn, nil
 }
 
+// openRing is the preamble of every verb that acts on one key ring: load
+// the configuration (without file checks when no KEK is needed), open the
+// current key store, and read the ring, which must exist.
+func openRing(g *globals, o storeOpts, ringName string) (*keyring.Store, keyring.Keyring, func(), error) {
+	cfg, err := g.loadConfig("", o.NoKEKs)
+	if err != nil {
+		return nil, keyring.Keyring{}, nil, err
+	}
+	store, closeStore, err := openCurrentStore(g, cfg, o)
+	if err != nil {
+		return nil, keyring.Keyring{}, nil, err
+	}
+	ring, err := store.Keyring(g.ctx, ringName)
+	if err != nil {
+		closeStore()
+		return nil, keyring.Keyring{}, nil, storeErr(err)
+	}
+	return store, ring, closeStore, nil
+}
+
 func checkSchema(ctx context.Context, store *keyring.Store) error {
 	ms, err := keyring.Migrations()
 	if err != nil {
