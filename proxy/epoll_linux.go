@@ -169,6 +169,7 @@ type half struct {
 	pending    []byte       // bytes still to be written to fd
 	readOff    bool         // reading paused until peer.pending drains
 	wantOut    bool         // EPOLLOUT registered
+	parked     bool         // removed from epoll: hung up while reading was paused
 }
 
 // frameTracker walks PostgreSQL v3 frames (1 type byte, 4 length bytes
@@ -369,12 +370,31 @@ func (l *eventLoop) attach(p *pair) {
 // handle reacts to readiness of h.
 func (l *eventLoop) handle(h *half, ev uint32) {
 	p := h.pair
-	if ev&unix.EPOLLOUT != 0 && len(h.pending) > 0 {
+	if ev&(unix.EPOLLOUT|unix.EPOLLHUP|unix.EPOLLERR) != 0 && len(h.pending) > 0 {
+		// On a hang-up the write fails and closes the pair.
 		if !l.flush(h) {
 			return
 		}
 	}
-	if p.closed || h.readOff || ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) == 0 {
+	if p.closed {
+		return
+	}
+	if h.readOff {
+		// EPOLLHUP and EPOLLERR are reported whatever the interest set,
+		// and level-triggered: while reading is paused they would make
+		// epoll_wait return at once, forever. Take the socket out of
+		// epoll until reading resumes; the read then sees the hang-up.
+		if ev&(unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+			if h.wantOut {
+				l.closePair(p, errors.New("socket hung up with data still to write"))
+				return
+			}
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, h.fd, nil)
+			h.parked = true
+		}
+		return
+	}
+	if ev&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLERR|unix.EPOLLRDHUP) == 0 {
 		return
 	}
 	n, err := rawRead(h.fd, l.buf)
@@ -500,16 +520,25 @@ func (l *eventLoop) setOut(h *half, out bool) bool {
 }
 
 func (l *eventLoop) modify(h *half) bool {
-	var events uint32 = unix.EPOLLRDHUP
+	// EPOLLRDHUP only with EPOLLIN: it is level-triggered too, so with
+	// reading paused it would spin like EPOLLHUP.
+	var events uint32
 	if !h.readOff {
-		events |= unix.EPOLLIN
+		events |= unix.EPOLLIN | unix.EPOLLRDHUP
 	}
 	if h.wantOut {
 		events |= unix.EPOLLOUT
 	}
+	op := unix.EPOLL_CTL_MOD
+	if h.parked {
+		if events == 0 {
+			return true
+		}
+		op, h.parked = unix.EPOLL_CTL_ADD, false
+	}
 	ev := unix.EpollEvent{Events: events, Fd: int32(h.fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_MOD, h.fd, &ev); err != nil {
-		l.closePair(h.pair, fmt.Errorf("proxy: epoll_ctl mod: %w", err))
+	if err := unix.EpollCtl(l.epfd, op, h.fd, &ev); err != nil {
+		l.closePair(h.pair, fmt.Errorf("proxy: epoll_ctl: %w", err))
 		return false
 	}
 	return true

@@ -12,6 +12,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -370,4 +371,47 @@ func BenchmarkEngineRoundTrip(b *testing.B) {
 	app.Close()
 	db.Close()
 	<-done
+}
+
+// A client that hangs up while the loop has stopped reading from it
+// (backpressure: the server is not reading) must not make epoll_wait
+// return at once forever: hang-up events are level-triggered.
+func TestEngineNoSpinOnHangUpWhileBackpressured(t *testing.T) {
+	e := newTestEngine(t)
+	h := startPair(t, e, nil, nil)
+	chunk := frame('d', make([]byte, 64<<10))
+	wrote := make(chan struct{})
+	go func() {
+		defer close(wrote)
+		h.app.SetWriteDeadline(time.Now().Add(300 * time.Millisecond))
+		for {
+			if _, err := h.app.Write(chunk); err != nil {
+				return // the socket buffers are full: backpressure reached
+			}
+		}
+	}()
+	<-wrote
+	// An abortive close (RST) is reported as EPOLLHUP|EPOLLERR at once,
+	// even though the proxy's receive buffer is full.
+	h.app.(*net.TCPConn).SetLinger(0)
+	h.app.Close()
+	time.Sleep(50 * time.Millisecond)
+
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	before := cpu()
+	time.Sleep(500 * time.Millisecond)
+	if used := cpu() - before; used > 200*time.Millisecond {
+		t.Fatalf("the loop burned %v of CPU in 500ms while a hung-up client waited for backpressure to clear", used)
+	}
+	// Draining the server side lets the pair see the hang-up and end.
+	go io.Copy(io.Discard, h.db)
+	if r := h.wait(t); r.Err != nil {
+		t.Fatalf("pair ended with %v", r.Err)
+	}
 }
