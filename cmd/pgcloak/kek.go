@@ -37,16 +37,11 @@ func (c *kekCreateCmd) Run(g *globals) error {
 	}
 	switch k.Type {
 	case config.KEKPKCS11:
-		o, err := pkcs11Opts(k)
+		tok, closeTok, err := openKEKToken(g, k)
 		if err != nil {
-			return usageErr(err)
+			return err
 		}
-		defer o.PIN.Zero()
-		tok, err := pkcs11.OpenToken(g.ctx, o)
-		if err != nil {
-			return fmt.Errorf("kek %s: %w", k.Name, err)
-		}
-		defer tok.Close()
+		defer closeTok()
 		ki, err := tok.CreateKey(g.ctx, k.KeyLabel)
 		if errors.Is(err, pkcs11.ErrKeyExists) {
 			return fmt.Errorf("kek %s: token %q already has a key labelled %q; pgcloak never replaces a KEK (that would orphan every wrapped DEK)", k.Name, k.TokenLabel, k.KeyLabel)
@@ -84,16 +79,11 @@ func (c *kekInfoCmd) Run(g *globals) error {
 		return err
 	}
 	if k.Type == config.KEKPKCS11 {
-		o, err := pkcs11Opts(k)
+		tok, closeTok, err := openKEKToken(g, k)
 		if err != nil {
-			return usageErr(err)
+			return err
 		}
-		defer o.PIN.Zero()
-		tok, err := pkcs11.OpenToken(g.ctx, o)
-		if err != nil {
-			return fmt.Errorf("kek %s: %w", k.Name, err)
-		}
-		defer tok.Close()
+		defer closeTok()
 		ki, err := tok.KeyInfo(g.ctx, k.KeyLabel)
 		if err != nil {
 			return fmt.Errorf("kek %s: %w", k.Name, err)
@@ -111,6 +101,21 @@ func (c *kekInfoCmd) Run(g *globals) error {
 	defer p.Close()
 	fmt.Fprintf(g.stdout, "kek %s: type %s, usable\n", k.Name, k.Type)
 	return nil
+}
+
+// openKEKToken logs in to the token of a pkcs11 [kek.NAME] section with the
+// PIN from its pin_env (a missing PIN is a usage error).
+func openKEKToken(g *globals, k config.KEK) (*pkcs11.Token, func(), error) {
+	o, err := pkcs11Opts(k)
+	if err != nil {
+		return nil, nil, usageErr(err)
+	}
+	defer o.PIN.Zero()
+	tok, err := pkcs11.OpenToken(g.ctx, o)
+	if err != nil {
+		return nil, nil, fmt.Errorf("kek %s: %w", k.Name, err)
+	}
+	return tok, func() { _ = tok.Close() }, nil
 }
 
 func printKeyInfo(g *globals, ki pkcs11.KeyInfo) {
