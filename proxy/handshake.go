@@ -40,6 +40,7 @@ func (s *session) handshake(ctx context.Context) (err error) {
 	if err != nil {
 		return err
 	}
+	s.params = st.params
 	s.user, s.database, s.appName = st.params["user"], st.params["database"], st.params["application_name"]
 	if s.database == "" {
 		s.database = s.user

@@ -81,6 +81,10 @@ type Opts struct {
 	// session uses two goroutines.
 	EventLoops int
 
+	// Encryption, when non-nil, encrypts and decrypts the configured
+	// columns (see Encryption). Nil: pure pass-through.
+	Encryption *Encryption
+
 	// Logger receives structured logs. Every session adds its conn id.
 	Logger zerolog.Logger
 }

@@ -104,6 +104,16 @@ func New(opts Opts) (*Server, error) {
 	if s.upstreamTLS, err = upstreamTLSConfig(&opts); err != nil {
 		return nil, err
 	}
+	if opts.Encryption != nil {
+		cs, err := newCloakServer(opts.Encryption)
+		if err != nil {
+			return nil, err
+		}
+		s.newFilters = func(sess *session) (frameFilter, frameFilter) {
+			c := newCloak(cs, sess, sess.params)
+			return newCloakUp(c), newCloakDown(c)
+		}
+	}
 	s.fast = newFastRelay(opts.EventLoops)
 	s.pickRelay = func(sess *session) relayer {
 		if r := s.fast.pick(sess); r != nil {

@@ -44,6 +44,7 @@ type session struct {
 
 	// Startup parameters worth logging; never secrets.
 	user, database, appName string
+	params                  map[string]string // all startup parameters
 
 	cancelPID    uint32        // the server's process id, as given to the client; 0 until BackendKeyData
 	cancelTarget *cancelTarget // the server's key for cancelPID

@@ -1,0 +1,742 @@
+package proxy
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/pgcloak/pgcloak/catalog"
+	"github.com/pgcloak/pgcloak/crypto/envelope"
+	"github.com/pgcloak/pgcloak/crypto/secret"
+	"github.com/pgcloak/pgcloak/internal/pgtest"
+)
+
+// Tests of the encryption layer against a real PostgreSQL server, with an
+// in-memory key source (the real one is tested in package keys and, end to
+// end, in integration/).
+
+// testKeys is a KeySource over fixed keys: ring 1 ("confidential"),
+// ring 2 ("restricted"), versions added with add.
+type testKeys struct {
+	mu        sync.Mutex
+	keys      map[[2]uint32]*envelope.Key
+	active    map[string]*envelope.Key
+	destroyed map[[2]uint32]bool
+	count     map[[2]uint32]int
+}
+
+func newTestKeys(t testing.TB) *testKeys {
+	k := &testKeys{keys: map[[2]uint32]*envelope.Key{}, active: map[string]*envelope.Key{},
+		destroyed: map[[2]uint32]bool{}, count: map[[2]uint32]int{}}
+	k.add(t, "confidential", 1, 1)
+	k.add(t, "restricted", 2, 1)
+	k.add(t, "internal", 3, 1)
+	return k
+}
+
+// add creates version v of ring id and makes it the active one of class.
+func (k *testKeys) add(t testing.TB, class string, id, v uint32) *envelope.Key {
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		t.Fatal(err)
+	}
+	key, err := envelope.NewKey(id, v, secret.New(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.keys[[2]uint32{id, v}] = key
+	k.active[class] = key
+	return key
+}
+
+func (k *testKeys) EncryptionKey(_ context.Context, class string) (*envelope.Key, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if key := k.active[class]; key != nil {
+		return key, nil
+	}
+	return nil, fmt.Errorf("no key for %s", class)
+}
+
+func (k *testKeys) Key(_ context.Context, id, v uint32) (*envelope.Key, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.destroyed[[2]uint32{id, v}] {
+		return nil, fmt.Errorf("ring %d version %d: %w", id, v, ErrKeyDestroyed)
+	}
+	if key := k.keys[[2]uint32{id, v}]; key != nil {
+		return key, nil
+	}
+	return nil, errors.New("unknown key version")
+}
+
+func (k *testKeys) Encrypted(key *envelope.Key, n int) {
+	k.mu.Lock()
+	k.count[[2]uint32{key.KeyringID(), key.Version()}] += n
+	k.mu.Unlock()
+}
+
+// testCatalogs resolves through one pool per database.
+type testCatalogs struct {
+	r   *catalog.Resolver
+	dsn func(db string) string
+	mu  sync.Mutex
+	dbs map[string]*pgxpool.Pool
+}
+
+func (c *testCatalogs) pool(ctx context.Context, db string) (*pgxpool.Pool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p := c.dbs[db]; p != nil {
+		return p, nil
+	}
+	p, err := pgxpool.New(ctx, c.dsn(db))
+	if err != nil {
+		return nil, err
+	}
+	c.dbs[db] = p
+	return p, nil
+}
+
+func (c *testCatalogs) Catalog(ctx context.Context, db string) (*catalog.Catalog, error) {
+	p, err := c.pool(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	cat, _, err := c.r.Catalog(ctx, db, p)
+	return cat, err
+}
+
+func (c *testCatalogs) Refresh(ctx context.Context, db string) (*catalog.Catalog, error) {
+	p, err := c.pool(ctx, db)
+	if err != nil {
+		return nil, err
+	}
+	cat, _, err := c.r.Refresh(ctx, db, p)
+	return cat, err
+}
+
+func (c *testCatalogs) Invalidate(db string) { c.r.Invalidate(db) }
+
+// testAuditor collects read audits.
+type testAuditor struct {
+	mu  sync.Mutex
+	got []ReadAudit
+}
+
+func (a *testAuditor) AuditRead(r ReadAudit) {
+	a.mu.Lock()
+	a.got = append(a.got, r)
+	a.mu.Unlock()
+}
+
+func (a *testAuditor) all() []ReadAudit {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]ReadAudit(nil), a.got...)
+}
+
+// cloakEnv is a cluster, a proxy with encryption, and helpers.
+type cloakEnv struct {
+	t       *testing.T
+	ctx     context.Context
+	cluster *pgtest.Cluster
+	proxy   *testProxy
+	keys    *testKeys
+	audit   *testAuditor
+	direct  *pgx.Conn // superuser, straight to PostgreSQL
+}
+
+// cloakColumns is the configuration of the test schema (see newCloakEnv).
+var cloakColumns = []catalog.Column{
+	{Schema: "public", Table: "customers", Column: "ssn", Type: "text", Classification: "confidential", Search: "none"},
+	{Schema: "public", Table: "customers", Column: "age", Type: "int4", Classification: "confidential", Search: "none"},
+	{Schema: "public", Table: "customers", Column: "secret", Type: "text", Classification: "restricted", Search: "none"},
+	{Schema: "public", Table: "customers", Column: "nick", Type: "varchar(20)", Classification: "internal", Search: "none"},
+}
+
+func newCloakEnv(t *testing.T, extra []catalog.Column, ddl ...string) *cloakEnv {
+	t.Helper()
+	return newCloakEnvWith(t, nil, extra, ddl...)
+}
+
+func newCloakEnvPolicies(t *testing.T, policies map[string]Policy) *cloakEnv {
+	t.Helper()
+	return newCloakEnvWith(t, policies, nil)
+}
+
+func newCloakEnvWith(t *testing.T, policies map[string]Policy, extra []catalog.Column, ddl ...string) *cloakEnv {
+	t.Helper()
+	if policies == nil {
+		policies = map[string]Policy{
+			"internal":     {PlaintextRoles: []string{"app", "postgres", "analyst"}, OnDenied: DeniedCiphertext},
+			"confidential": {PlaintextRoles: []string{"app", "postgres"}, OnDenied: DeniedMask},
+			"restricted":   {PlaintextRoles: []string{"app", "postgres"}, OnDenied: DeniedNull, AuditReads: true},
+		}
+	}
+	c := pgtest.New(t, pgtest.Opts{})
+	if c == nil {
+		t.Fatal("no PostgreSQL") // pgtest.New reports the missing binaries
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	for _, u := range []string{"app", "analyst", "auditor"} {
+		if err := c.AddUser(ctx, u, "pw-"+u, pgtest.MethodTrust); err != nil {
+			t.Fatal(err)
+		}
+	}
+	direct, err := pgx.Connect(ctx, c.SuperDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = direct.Close(context.Background()) })
+	stmts := append([]string{
+		`CREATE TABLE customers (id int PRIMARY KEY, name text, ssn bytea, age bytea, secret bytea, nick bytea)`,
+		`GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC`,
+	}, ddl...)
+	stmts = append(stmts, `GRANT ALL ON ALL TABLES IN SCHEMA public TO PUBLIC`)
+	for _, s := range stmts {
+		if _, err := direct.Exec(ctx, s); err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+	}
+	cols := append(append([]catalog.Column(nil), cloakColumns...), extra...)
+	r, err := catalog.NewResolver(catalog.ResolverOpts{Columns: cols, MinInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cats := &testCatalogs{r: r, dbs: map[string]*pgxpool.Pool{}, dsn: func(db string) string { return c.DSN("postgres", "", db) }}
+	t.Cleanup(func() {
+		for _, p := range cats.dbs {
+			p.Close()
+		}
+	})
+	env := &cloakEnv{t: t, ctx: ctx, cluster: c, keys: newTestKeys(t), audit: &testAuditor{}, direct: direct}
+	env.proxy = startProxy(t, c.Addr(), func(o *Opts) {
+		o.Encryption = &Encryption{
+			Catalogs: cats,
+			Keys:     env.keys,
+			Auditor:  env.audit,
+			Policies: policies,
+		}
+	})
+	return env
+}
+
+// connect opens a pgx connection through the proxy as user.
+func (e *cloakEnv) connect(user string, mode pgx.QueryExecMode) *pgx.Conn {
+	e.t.Helper()
+	cfg, err := pgx.ParseConfig(fmt.Sprintf("postgres://%s@%s/postgres?sslmode=disable", user, e.proxy.addr))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	cfg.DefaultQueryExecMode = mode
+	conn, err := pgx.ConnectConfig(e.ctx, cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { _ = conn.Close(context.Background()) })
+	return conn
+}
+
+// rawColumn reads a column directly from PostgreSQL.
+func (e *cloakEnv) rawColumn(table, col string, id int) []byte {
+	e.t.Helper()
+	var b []byte
+	if err := e.direct.QueryRow(e.ctx, fmt.Sprintf(`SELECT %s FROM %s WHERE id = $1`, col, table), id).Scan(&b); err != nil {
+		e.t.Fatal(err)
+	}
+	return b
+}
+
+var execModes = []pgx.QueryExecMode{
+	pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe, pgx.QueryExecModeDescribeExec,
+	pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol,
+}
+
+func TestCloakRoundTripAllModes(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	for i, mode := range execModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := env.connect("app", mode)
+			id := i + 1
+			ssn := fmt.Sprintf("078-05-112%d", id)
+			_, err := conn.Exec(env.ctx, `INSERT INTO customers (id, name, ssn, age, secret, nick) VALUES ($1, $2, $3, $4, $5, $6)`,
+				id, "name", ssn, int32(40+id), "s3cr3t", "nick")
+			if err != nil {
+				t.Fatalf("insert: %v", err)
+			}
+			var gotSSN, gotSecret, gotNick string
+			var gotAge int32
+			err = conn.QueryRow(env.ctx, `SELECT ssn, age, secret, nick FROM customers WHERE id = $1`, id).Scan(&gotSSN, &gotAge, &gotSecret, &gotNick)
+			if err != nil {
+				t.Fatalf("select: %v", err)
+			}
+			if gotSSN != ssn || gotAge != int32(40+id) || gotSecret != "s3cr3t" || gotNick != "nick" {
+				t.Fatalf("round trip: got %q %d %q %q", gotSSN, gotAge, gotSecret, gotNick)
+			}
+			raw := env.rawColumn("customers", "ssn", id)
+			h, err := envelope.ParseHeader(raw)
+			if err != nil {
+				t.Fatalf("stored ssn is not an envelope: %v", err)
+			}
+			if h.KeyringID != 1 || h.KeyVersion != 1 {
+				t.Fatalf("stored ssn names ring %d version %d, want 1/1", h.KeyringID, h.KeyVersion)
+			}
+		})
+	}
+}
+
+// typedCase is one logical type with a value to store in it.
+type typedCase struct {
+	typ   string // logical type (config spelling)
+	col   string
+	value any // Go value sent as the parameter
+}
+
+var typedCases = []typedCase{
+	{"text", "v_text", "héllo wörld, ünïcode ✓"},
+	{"varchar(10)", "v_varchar", "abc  "},
+	{"int2", "v_int2", int16(-12)},
+	{"int4", "v_int4", int32(123456)},
+	{"int8", "v_int8", int64(-9007199254740993)},
+	{"numeric(12,2)", "v_numeric", float64(1234.5)},
+	{"float4", "v_float4", float32(1.5)},
+	{"float8", "v_float8", float64(-2.25e-300)},
+	{"bool", "v_bool", true},
+	{"date", "v_date", time.Date(2024, 1, 31, 0, 0, 0, 0, time.UTC)},
+	{"timestamp", "v_timestamp", time.Date(2024, 1, 31, 12, 34, 56, 789123000, time.UTC)},
+	{"timestamptz", "v_timestamptz", time.Date(1999, 12, 31, 23, 59, 59, 500000000, time.UTC)},
+	{"uuid", "v_uuid", "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"},
+	{"json", "v_json", `{"b": 1, "a": [1, 2]}`},
+	{"jsonb", "v_jsonb", `{"bb": 1, "a": [1, 2], "a": "dup"}`},
+	{"bytea", "v_bytea", []byte{0, 1, 2, 0xfe, 0xff}},
+}
+
+func typedEnv(t *testing.T) *cloakEnv {
+	var cols []catalog.Column
+	ddl := "CREATE TABLE typed (id int PRIMARY KEY"
+	for _, c := range typedCases {
+		cols = append(cols, catalog.Column{Schema: "public", Table: "typed", Column: c.col, Type: c.typ, Classification: "confidential", Search: "none"})
+		ddl += ", " + c.col + " bytea"
+	}
+	return newCloakEnv(t, cols, ddl+")")
+}
+
+// sameValue compares two scanned values; times by instant.
+func sameValue(a, b any) bool {
+	if ta, ok := a.(time.Time); ok {
+		tb, ok := b.(time.Time)
+		return ok && ta.Equal(tb)
+	}
+	return reflect.DeepEqual(a, b)
+}
+
+// TestCloakTypes stores a value of every logical type through the proxy in
+// every pgx mode and reads it back: the result must be what PostgreSQL
+// itself returns for the same parameter cast to the logical type (the
+// oracle), and the stored value must be an envelope of the right key.
+func TestCloakTypes(t *testing.T) {
+	env := typedEnv(t)
+	id := 0
+	for _, mode := range execModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := env.connect("app", mode)
+			cfg := conn.Config().Copy()
+			cfg.Host, cfg.Port = env.cluster.Host(), uint16(env.cluster.Port())
+			cfg.User = "postgres"
+			plain, err := pgx.ConnectConfig(env.ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer plain.Close(env.ctx)
+			for _, c := range typedCases {
+				id++
+				if _, err := conn.Exec(env.ctx, fmt.Sprintf(`INSERT INTO typed (id, %s) VALUES ($1, $2)`, c.col), id, c.value); err != nil {
+					t.Fatalf("%s: insert: %v", c.typ, err)
+				}
+				var got, want any
+				if err := conn.QueryRow(env.ctx, fmt.Sprintf(`SELECT %s FROM typed WHERE id = $1`, c.col), id).Scan(&got); err != nil {
+					t.Fatalf("%s: select: %v", c.typ, err)
+				}
+				if err := plain.QueryRow(env.ctx, fmt.Sprintf(`SELECT $1::%s`, c.typ), c.value).Scan(&want); err != nil {
+					t.Fatalf("%s: oracle: %v", c.typ, err)
+				}
+				if !sameValue(got, want) {
+					t.Errorf("%s: through pgcloak %#v, PostgreSQL says %#v", c.typ, got, want)
+				}
+				h, err := envelope.ParseHeader(env.rawColumn("typed", c.col, id))
+				if err != nil || h.KeyringID != 1 || h.KeyVersion != 1 {
+					t.Errorf("%s: stored value: header %+v, %v", c.typ, h, err)
+				}
+				// NULL stays NULL, in both directions.
+				id++
+				if _, err := conn.Exec(env.ctx, fmt.Sprintf(`INSERT INTO typed (id, %s) VALUES ($1, $2)`, c.col), id, nil); err != nil {
+					t.Fatalf("%s: insert NULL: %v", c.typ, err)
+				}
+				got = "not null"
+				if err := conn.QueryRow(env.ctx, fmt.Sprintf(`SELECT %s FROM typed WHERE id = $1`, c.col), id).Scan(&got); err != nil {
+					t.Fatalf("%s: select NULL: %v", c.typ, err)
+				}
+				if got != nil || env.rawColumn("typed", c.col, id) != nil {
+					t.Errorf("%s: NULL came back as %#v", c.typ, got)
+				}
+			}
+			// Empty strings survive (and are encrypted: not NULL, not empty).
+			id++
+			if _, err := conn.Exec(env.ctx, `INSERT INTO typed (id, v_text, v_varchar, v_bytea) VALUES ($1, $2, $3, $4)`, id, "", "", []byte{}); err != nil {
+				t.Fatalf("insert empty: %v", err)
+			}
+			var s1, s2 string
+			var b []byte
+			if err := conn.QueryRow(env.ctx, `SELECT v_text, v_varchar, v_bytea FROM typed WHERE id = $1`, id).Scan(&s1, &s2, &b); err != nil {
+				t.Fatalf("select empty: %v", err)
+			}
+			if s1 != "" || s2 != "" || b == nil || len(b) != 0 {
+				t.Errorf("empty values came back as %q %q %#v", s1, s2, b)
+			}
+			if raw := env.rawColumn("typed", "v_text", id); len(raw) < 13+12+16 {
+				t.Errorf("empty text stored as %d bytes, want an envelope", len(raw))
+			}
+		})
+	}
+}
+
+// pgCode returns the SQLSTATE and message of a server error.
+func pgCode(err error) (string, string) {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code, pe.Message
+	}
+	return "", fmt.Sprint(err)
+}
+
+func (e *cloakEnv) seed(conn *pgx.Conn, id int) {
+	e.t.Helper()
+	if _, err := conn.Exec(e.ctx, `INSERT INTO customers (id, name, ssn, age, secret, nick) VALUES ($1, 'n', '123-45-6789', $2, 'top secret', 'nicky')`, id, 33); err != nil {
+		e.t.Fatalf("seed: %v", err)
+	}
+}
+
+// TestCloakOnDenied reads the same row as a role allowed plaintext and as
+// roles that are not, for each policy of the test environment: internal
+// (analyst allowed), confidential (mask), restricted (null); and, in a
+// second environment, ciphertext and error.
+func TestCloakOnDenied(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	app := env.connect("app", pgx.QueryExecModeCacheStatement)
+	env.seed(app, 1)
+	for _, mode := range execModes {
+		analyst := env.connect("analyst", mode)
+		var ssn, secret, nick *string
+		var age *int32
+		if err := analyst.QueryRow(env.ctx, `SELECT ssn, age, secret, nick FROM customers WHERE id = 1`).Scan(&ssn, &age, &secret, &nick); err != nil {
+			t.Fatalf("%v: %v", mode, err)
+		}
+		if ssn == nil || *ssn != "****" || age == nil || *age != 0 {
+			t.Errorf("%v: confidential columns for a denied role with on_denied=mask: %v %v", mode, ssn, age)
+		}
+		if secret != nil {
+			t.Errorf("%v: restricted column for a denied role with on_denied=null: %q", mode, *secret)
+		}
+		if nick == nil || *nick != "nicky" {
+			t.Errorf("%v: internal column for an allowed role: %v", mode, nick)
+		}
+		// Writes by a denied role are encrypted as usual.
+		if _, err := analyst.Exec(env.ctx, `UPDATE customers SET ssn = $1 WHERE id = 1`, "999-99-9999"); err != nil {
+			t.Fatalf("%v: update by denied role: %v", mode, err)
+		}
+		var back string
+		if err := app.QueryRow(env.ctx, `SELECT ssn FROM customers WHERE id = 1`).Scan(&back); err != nil || back != "999-99-9999" {
+			t.Fatalf("%v: app reads %q, %v", mode, back, err)
+		}
+	}
+
+	env2 := newCloakEnvPolicies(t, map[string]Policy{
+		"internal":     {PlaintextRoles: []string{"app"}, OnDenied: DeniedCiphertext},
+		"confidential": {PlaintextRoles: []string{"app"}, OnDenied: DeniedError},
+		"restricted":   {PlaintextRoles: []string{"app"}, OnDenied: DeniedError},
+	})
+	env2.seed(env2.connect("app", pgx.QueryExecModeExec), 1)
+	for _, mode := range execModes {
+		analyst := env2.connect("analyst", mode)
+		var nick []byte
+		if err := analyst.QueryRow(env2.ctx, `SELECT nick FROM customers WHERE id = 1`).Scan(&nick); err != nil {
+			t.Fatalf("%v: ciphertext mode: %v", mode, err)
+		}
+		if h, err := envelope.ParseHeader(nick); err != nil || h.KeyringID != 3 {
+			t.Errorf("%v: on_denied=ciphertext delivered %x (%v), want the stored envelope", mode, nick, err)
+		}
+		_, err := analyst.Exec(env2.ctx, `SELECT ssn FROM customers WHERE id = 1`)
+		if code, msg := pgCode(err); code != "42501" || !strings.Contains(msg, "public.customers.ssn") {
+			t.Errorf("%v: on_denied=error: %q %q", mode, code, msg)
+		}
+		// The session goes on.
+		var n int
+		if err := analyst.QueryRow(env2.ctx, `SELECT count(*) FROM customers`).Scan(&n); err != nil || n != 1 {
+			t.Errorf("%v: after a refusal: %d, %v", mode, n, err)
+		}
+	}
+}
+
+// TestCloakRefusals: every unsupported use of an encrypted column fails
+// with 0A000 naming the column, in every mode, before anything reaches the
+// server; the session and an open transaction behave as after any error.
+func TestCloakRefusals(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	cases := []struct{ sql, col string }{
+		{`SELECT id FROM customers WHERE ssn = $1`, "public.customers.ssn"},
+		{`SELECT id FROM customers WHERE name <> $1 ORDER BY age`, "public.customers.age"},
+		{`SELECT id FROM customers WHERE ssn LIKE $1`, "public.customers.ssn"},
+		{`SELECT lower(ssn) FROM customers WHERE id > $1`, "public.customers.ssn"},
+		{`UPDATE customers SET ssn = nick WHERE id = $1`, "public.customers."},
+		{`SELECT id FROM customers WHERE age > $1`, "public.customers.age"},
+	}
+	for _, mode := range execModes {
+		conn := env.connect("app", mode)
+		for _, c := range cases {
+			_, err := conn.Exec(env.ctx, c.sql, "078-05-1120")
+			code, msg := pgCode(err)
+			if code != "0A000" || !strings.Contains(msg, c.col) {
+				t.Errorf("%v: %s: got %q %q, want 0A000 naming %s", mode, c.sql, code, msg, c.col)
+			}
+		}
+		// In a transaction block, a refusal aborts the transaction like
+		// any error; ROLLBACK recovers.
+		tx, err := conn.Begin(env.ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := tx.Exec(env.ctx, cases[0].sql, "x"); err == nil {
+			t.Fatalf("%v: refused statement succeeded in a transaction", mode)
+		}
+		_, err = tx.Exec(env.ctx, `SELECT 1`)
+		if code, _ := pgCode(err); code != "25P02" {
+			t.Errorf("%v: after a refusal in a transaction: %q, want 25P02", mode, code)
+		}
+		if err := tx.Rollback(env.ctx); err != nil {
+			t.Fatal(err)
+		}
+		var one int
+		if err := conn.QueryRow(env.ctx, `SELECT 1`).Scan(&one); err != nil || one != 1 {
+			t.Fatalf("%v: session unusable after refusals: %v", mode, err)
+		}
+	}
+	// Bad values for the logical type get PostgreSQL's SQLSTATE and never
+	// quote the value.
+	conn := env.connect("app", pgx.QueryExecModeExec)
+	_, err := conn.Exec(env.ctx, `INSERT INTO customers (id, age) VALUES (1, $1)`, "forty-two")
+	if code, msg := pgCode(err); code != "22P02" || strings.Contains(msg, "forty-two") {
+		t.Errorf("bad int4: %q %q", code, msg)
+	}
+}
+
+// TestCloakTamper: a modified ciphertext, one copied from another column,
+// and one whose key was destroyed all fail with the documented SQLSTATE,
+// naming the column and key version and never a value.
+func TestCloakTamper(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	app := env.connect("app", pgx.QueryExecModeCacheStatement)
+	for id := 1; id <= 4; id++ {
+		env.seed(app, id)
+	}
+	exec := func(sql string, args ...any) {
+		t.Helper()
+		if _, err := env.direct.Exec(env.ctx, sql, args...); err != nil {
+			t.Fatalf("%s: %v", sql, err)
+		}
+	}
+	// Flip one ciphertext byte of row 2; copy row 3's ssn into its secret.
+	raw := env.rawColumn("customers", "ssn", 2)
+	raw[len(raw)-1] ^= 1
+	exec(`UPDATE customers SET ssn = $1 WHERE id = 2`, raw)
+	exec(`UPDATE customers SET secret = ssn WHERE id = 3`)
+	for _, mode := range execModes {
+		conn := env.connect("app", mode)
+		for _, c := range []struct {
+			id        int
+			col, want string
+		}{{2, "ssn", "public.customers.ssn (key ring 1, version 1) failed authentication"},
+			{3, "secret", "public.customers.secret (key ring 1, version 1) failed authentication"}} {
+			var s string
+			err := conn.QueryRow(env.ctx, fmt.Sprintf(`SELECT %s FROM customers WHERE id = $1`, c.col), c.id).Scan(&s)
+			code, msg := pgCode(err)
+			if code != "XX001" || !strings.Contains(msg, c.want) || strings.Contains(msg, "123-45") {
+				t.Errorf("%v: row %d: %q %q", mode, c.id, code, msg)
+			}
+		}
+		var s string
+		if err := conn.QueryRow(env.ctx, `SELECT ssn FROM customers WHERE id = 1`).Scan(&s); err != nil || s != "123-45-6789" {
+			t.Fatalf("%v: intact row after errors: %q %v", mode, s, err)
+		}
+	}
+	// Crypto-shredding: version 1 of the confidential ring destroyed.
+	env.keys.mu.Lock()
+	env.keys.destroyed[[2]uint32{1, 1}] = true
+	env.keys.mu.Unlock()
+	var s string
+	err := app.QueryRow(env.ctx, `SELECT ssn FROM customers WHERE id = 4`).Scan(&s)
+	if code, msg := pgCode(err); code != "58000" || !strings.Contains(msg, "destroyed") {
+		t.Errorf("destroyed key: %q %q", code, msg)
+	}
+	// A failed read inside a transaction block leaves it failed on both
+	// sides.
+	tx, err := app.Begin(env.ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.QueryRow(env.ctx, `SELECT ssn FROM customers WHERE id = 4`).Scan(&s); err == nil {
+		t.Fatal("read with a destroyed key succeeded")
+	}
+	_, err = tx.Exec(env.ctx, `UPDATE customers SET name = 'changed' WHERE id = 4`)
+	if code, _ := pgCode(err); code != "25P02" {
+		t.Errorf("after a failed read in a transaction: %q, want 25P02", code)
+	}
+	_ = tx.Rollback(env.ctx)
+	var name string
+	if err := env.direct.QueryRow(env.ctx, `SELECT name FROM customers WHERE id = 4`).Scan(&name); err != nil || name != "n" {
+		t.Errorf("the aborted transaction's update landed: %q %v", name, err)
+	}
+}
+
+// TestCloakAuditRestricted: reading a restricted column produces one audit
+// record per statement with the row count; other reads produce none.
+func TestCloakAuditRestricted(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	app := env.connect("app", pgx.QueryExecModeCacheStatement)
+	for id := 1; id <= 3; id++ {
+		env.seed(app, id)
+	}
+	before := len(env.audit.all())
+	rows, err := app.Query(env.ctx, `SELECT id, secret FROM customers WHERE id <= $1`, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rows.Next() {
+		n++
+	}
+	if rows.Err() != nil || n != 2 {
+		t.Fatalf("rows %d, %v", n, rows.Err())
+	}
+	if _, err := app.Exec(env.ctx, `SELECT ssn FROM customers`); err != nil {
+		t.Fatal(err)
+	}
+	got := env.audit.all()[before:]
+	if len(got) != 1 {
+		t.Fatalf("audit records: %+v", got)
+	}
+	a := got[0]
+	if a.Role != "app" || a.Rows != 2 || a.Command != "SELECT" || a.Fingerprint == "" ||
+		len(a.Columns) != 1 || a.Columns[0] != "public.customers.secret" {
+		t.Errorf("audit record %+v", a)
+	}
+}
+
+// TestCloakPipelines: batches (many Parse/Bind/Execute before one Sync),
+// an error in the middle of one, cursors and multi-statement queries.
+func TestCloakPipelines(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	for _, mode := range execModes {
+		t.Run(mode.String(), func(t *testing.T) {
+			conn := env.connect("app", mode)
+			if _, err := conn.Exec(env.ctx, `DELETE FROM customers`); err != nil {
+				t.Fatal(err)
+			}
+			b := &pgx.Batch{}
+			for id := 1; id <= 20; id++ {
+				b.Queue(`INSERT INTO customers (id, ssn, age) VALUES ($1, $2, $3)`, id, fmt.Sprint("ssn-", id), int32(id))
+			}
+			b.Queue(`SELECT ssn, age FROM customers ORDER BY id`)
+			br := conn.SendBatch(env.ctx, b)
+			for i := 0; i < 20; i++ {
+				if _, err := br.Exec(); err != nil {
+					t.Fatalf("batch insert %d: %v", i, err)
+				}
+			}
+			rows, err := br.Query()
+			if err != nil {
+				t.Fatal(err)
+			}
+			i := 0
+			for rows.Next() {
+				i++
+				var ssn string
+				var age int32
+				if err := rows.Scan(&ssn, &age); err != nil || ssn != fmt.Sprint("ssn-", i) || age != int32(i) {
+					t.Fatalf("row %d: %q %d %v", i, ssn, age, err)
+				}
+			}
+			if rows.Err() != nil || i != 20 {
+				t.Fatalf("batch select: %d rows, %v", i, rows.Err())
+			}
+			if err := br.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			// An error in the middle: the rest of the batch is skipped.
+			b = &pgx.Batch{}
+			b.Queue(`UPDATE customers SET ssn = $1 WHERE id = 1`, "changed")
+			b.Queue(`SELECT id FROM customers ORDER BY ssn`)
+			b.Queue(`UPDATE customers SET ssn = $1 WHERE id = 2`, "must not land")
+			err = conn.SendBatch(env.ctx, b).Close()
+			if code, _ := pgCode(err); code != "0A000" {
+				t.Fatalf("batch with a refused statement: %v", err)
+			}
+			var ssn string
+			if err := conn.QueryRow(env.ctx, `SELECT ssn FROM customers WHERE id = 2`).Scan(&ssn); err != nil || ssn != "ssn-2" {
+				t.Fatalf("after the failed batch: %q %v", ssn, err)
+			}
+
+			// Cursors: DECLARE in SQL, FETCH in this mode.
+			tx, err := conn.Begin(env.ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := tx.Exec(env.ctx, `DECLARE c CURSOR FOR SELECT id, ssn FROM customers ORDER BY id`); err != nil {
+				t.Fatal(err)
+			}
+			for want := 1; want <= 20; want += 5 {
+				rows, err := tx.Query(env.ctx, `FETCH 5 FROM c`)
+				if err != nil {
+					t.Fatal(err)
+				}
+				k := want
+				for rows.Next() {
+					var id int
+					var ssn string
+					if err := rows.Scan(&id, &ssn); err != nil || id != k || (id > 2 && ssn != fmt.Sprint("ssn-", id)) {
+						t.Fatalf("fetch: %d %q %v", id, ssn, err)
+					}
+					k++
+				}
+				if rows.Err() != nil || k != want+5 {
+					t.Fatalf("fetch: %d rows, %v", k-want, rows.Err())
+				}
+			}
+			_ = tx.Rollback(env.ctx)
+		})
+	}
+	// Multi-statement simple Query with literals in several statements.
+	conn := env.connect("app", pgx.QueryExecModeSimpleProtocol)
+	if _, err := conn.Exec(env.ctx, `UPDATE customers SET ssn = 'multi-1' WHERE id = 1; SELECT 1; UPDATE customers SET age = '77' WHERE id = 1`); err != nil {
+		t.Fatal(err)
+	}
+	var ssn string
+	var age int32
+	if err := conn.QueryRow(env.ctx, `SELECT ssn, age FROM customers WHERE id = 1`).Scan(&ssn, &age); err != nil || ssn != "multi-1" || age != 77 {
+		t.Fatalf("multi-statement: %q %d %v", ssn, age, err)
+	}
+}
