@@ -48,7 +48,7 @@ func (d *cloakDown) filter(frame, out []byte) ([]byte, error) {
 	if !ok {
 		// Nothing is owed: an unsolicited message (e.g. a FATAL error
 		// before the server closes the connection).
-		return append(out, frame...), nil
+		return out, errKeep
 	}
 	hide := e.internal || d.muted
 	switch typ {
@@ -97,6 +97,9 @@ func (d *cloakDown) filter(frame, out []byte) ([]byte, error) {
 		if desc.denied != "" && e.kind != pendDescribeStmt {
 			return d.fail(out, sqlstateInsufficientPriv, "pgcloak: permission denied for plaintext of encrypted column "+desc.denied), nil
 		}
+		if &rewritten[0] == &frame[0] {
+			return out, errKeep
+		}
 		return append(out, rewritten...), nil
 	case 'n':
 		switch e.kind {
@@ -127,7 +130,7 @@ func (d *cloakDown) filter(frame, out []byte) ([]byte, error) {
 			if desc != nil && len(desc.audited) > 0 {
 				d.rows++
 			}
-			return append(out, frame...), nil
+			return out, errKeep
 		}
 		d.rows++
 		return d.dataRow(frame, out, desc)

@@ -71,6 +71,23 @@ func refusalOf(err error) *refusal {
 }
 
 func (u *cloakUp) filter(frame, out []byte) ([]byte, error) {
+	n0 := len(out)
+	out, err := u.filter1(frame, out)
+	if err == nil && len(out) == n0+len(frame) && len(frame) > 0 && &out[n0] == &frame[0] {
+		return out[:n0], errKeep
+	}
+	return out, err
+}
+
+// forward is what the handlers return to pass a frame on unchanged.
+func forward(out, frame []byte) ([]byte, error) {
+	if len(out) == 0 {
+		return frame, nil // recognised by filter as "unchanged"
+	}
+	return append(out, frame...), nil
+}
+
+func (u *cloakUp) filter1(frame, out []byte) ([]byte, error) {
 	typ := frame[0]
 	body := frame[5:]
 	if u.c.poison.Swap(false) {
@@ -84,7 +101,7 @@ func (u *cloakUp) filter(frame, out []byte) ([]byte, error) {
 	}
 	if u.skipping && typ != 'S' {
 		if typ == 'H' {
-			return append(out, frame...), nil
+			return forward(out, frame)
 		}
 		return out, nil
 	}
@@ -107,7 +124,7 @@ func (u *cloakUp) filter(frame, out []byte) ([]byte, error) {
 	case 'F':
 		u.c.q.push(pending{kind: pendQuery})
 	}
-	return append(out, frame...), nil
+	return forward(out, frame)
 }
 
 // plan returns the plan for sql, nil when it names no configured table.
@@ -185,7 +202,7 @@ func (u *cloakUp) query(frame, body, out []byte) ([]byte, error) {
 		return appendQuery(out, raiseSQL(rf.code, rf.msg, rf.hint)), nil
 	}
 	u.c.q.push(pending{kind: pendQuery, plan: p})
-	return append(out, frame...), nil
+	return forward(out, frame)
 }
 
 // spliceLiterals returns sql with every planned literal replaced by the
@@ -341,7 +358,7 @@ func (u *cloakUp) parse(frame, body, out []byte) ([]byte, error) {
 func (u *cloakUp) forwardParse(frame, out []byte, st *stmtInfo, sql string) ([]byte, error) {
 	p := st.plan
 	if p == nil || (len(p.Params) == 0 && len(p.Literals) == 0) {
-		return append(out, frame...), nil
+		return forward(out, frame)
 	}
 	if len(p.Literals) > 0 {
 		text, err := u.spliceLiterals(sql, p, st.view)
@@ -452,7 +469,7 @@ func (u *cloakUp) bind(frame, body, out []byte) ([]byte, error) {
 	u.portals[portal] = p
 	if st == nil || !st.encryptsParams() {
 		u.c.q.push(pending{kind: pendBind, p: p})
-		return append(out, frame...), nil
+		return forward(out, frame)
 	}
 	// Rebuild: header up to the parameters unchanged, values re-encoded.
 	msg, at := startMsg(out, 'B')
@@ -524,7 +541,7 @@ func (u *cloakUp) describe(frame, body, out []byte) ([]byte, error) {
 	default:
 		return out, errBadMessage
 	}
-	return append(out, frame...), nil
+	return forward(out, frame)
 }
 
 // execute handles Execute. A portal whose result description pgcloak does
@@ -547,7 +564,7 @@ func (u *cloakUp) execute(frame, body, out []byte) ([]byte, error) {
 		u.c.q.push(pending{kind: pendDescribePortal, internal: true, p: p})
 	}
 	u.c.q.push(pending{kind: pendExecute, p: p})
-	return append(out, frame...), nil
+	return forward(out, frame)
 }
 
 // close handles Close.
@@ -565,5 +582,5 @@ func (u *cloakUp) close(frame, body, out []byte) ([]byte, error) {
 		return out, errBadMessage
 	}
 	u.c.q.push(pending{kind: pendClose})
-	return append(out, frame...), nil
+	return forward(out, frame)
 }

@@ -1,5 +1,7 @@
 package proxy
 
+import "errors"
+
 // frameFilter is the per-direction hook for inspecting and rewriting
 // messages during the relay. It is how the encryption layer will plug in:
 // e.g. on the client→server side a filter for 'Q', 'P' and 'B' applies
@@ -21,8 +23,14 @@ type frameFilter interface {
 	// frame itself to keep it, or any number of other complete frames. The
 	// frame is only valid until filter returns. An error ends the session;
 	// wrap a sentinel from errors.go so the client gets the right SQLSTATE.
+	// Returning errKeep (with out unchanged) forwards the frame as it is,
+	// which spares the relay from copying the batch.
 	filter(frame []byte, out []byte) ([]byte, error)
 }
+
+// errKeep is returned by a filter that forwards the frame unchanged and
+// appended nothing.
+var errKeep = errors.New("proxy: frame kept")
 
 // Per-message-type actions of a pump, looked up once per frame.
 const (

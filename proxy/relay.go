@@ -107,13 +107,14 @@ func (s *session) endServerToClient(p *pump, err error) error {
 // and replaced by what the filter returns. A pump is the only writer of dst
 // while it runs.
 type pump struct {
-	src    io.Reader
-	dst    io.Writer
-	in     *frameBuf
-	out    []byte // batch assembly, used only when a batch has filtered frames
-	filter frameFilter
-	act    *[256]uint8
-	maxLen int
+	src     io.Reader
+	dst     io.Writer
+	in      *frameBuf
+	out     []byte // batch assembly, used only when a filter changed a frame of the batch
+	scratch []byte // a filter's output before the batch is assembled
+	filter  frameFilter
+	act     *[256]uint8
+	maxLen  int
 
 	passLeft int            // bytes of the current streamed frame still to forward
 	lastType byte           // type of the last frame whose header was seen
@@ -232,16 +233,31 @@ walk:
 				stop = errTerminate
 				break walk
 			}
+			dst := p.out
 			if !copying {
-				p.out = append(p.out[:0], b.buf[start:b.r]...)
-				copying = true
+				dst = p.scratch[:0]
 			}
-			out, err := p.filter.filter(frame, p.out)
+			out, err := p.filter.filter(frame, dst)
+			if err == errKeep {
+				if copying {
+					p.out = append(p.out, frame...)
+				}
+				b.r += total
+				continue
+			}
 			if err != nil {
-				stop = err
+				stop = err // the batch so far is still forwarded
 				break walk
 			}
-			p.out = out
+			if copying {
+				p.out = out
+			} else {
+				// First change in this batch: the frames before it, then
+				// the filter's output.
+				p.scratch = out
+				p.out = append(append(p.out[:0], b.buf[start:b.r]...), out...)
+				copying = true
+			}
 			b.r += total
 		}
 	}
@@ -259,6 +275,9 @@ walk:
 	}
 	if copying && cap(p.out) > 4*b.pool.size {
 		p.out = nil // do not keep a huge assembly buffer around
+	}
+	if cap(p.scratch) > 4*b.pool.size {
+		p.scratch = nil
 	}
 	if b.r == b.w && b.need == 0 {
 		b.r, b.w = 0, 0
