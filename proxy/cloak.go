@@ -378,6 +378,11 @@ type cloak struct {
 	searchPath []string
 	q          pendingQueue
 
+	// The newest view this session used and its resolved search path;
+	// used by the client→server side only.
+	lastView *catView
+	lastPath []string
+
 	// poison is set by the server→client side after it failed a statement
 	// inside a transaction block that the server itself completed: the
 	// client→server side then fails the server's transaction too, so both
@@ -394,11 +399,26 @@ func (c *cloak) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(c.s.stopCtx, c.srv.keyTimeout)
 }
 
-// view returns the view of the database's current catalog snapshot.
+// view returns the view of the database's current catalog snapshot. The
+// source bounds its own queries; the session's context ends the wait when
+// the session stops.
 func (c *cloak) view() (*catView, error) {
-	ctx, cancel := c.ctx()
-	defer cancel()
-	cat, err := c.srv.enc.Catalogs.Catalog(ctx, c.db)
+	cat, err := c.srv.enc.Catalogs.Catalog(c.s.stopCtx, c.db)
+	if err != nil {
+		return nil, err
+	}
+	if c.lastView != nil && c.lastView.cat == cat {
+		return c.lastView, nil
+	}
+	v := c.srv.view(c.db, cat)
+	c.lastView, c.lastPath = v, v.searchPath(c.searchPath)
+	return v, nil
+}
+
+// downView is view for the server→client side (which must not touch the
+// client→server side's cache).
+func (c *cloak) downView() (*catView, error) {
+	cat, err := c.srv.enc.Catalogs.Catalog(c.s.stopCtx, c.db)
 	if err != nil {
 		return nil, err
 	}

@@ -319,7 +319,7 @@ func (d *cloakDown) rowDescription(frame []byte) (*rowDesc, []byte, error) {
 		}
 		if v == nil {
 			var err error
-			if v, err = d.c.view(); err != nil {
+			if v, err = d.c.downView(); err != nil {
 				d.c.s.log.Warn().Err(err).Msg("catalog unavailable; results pass as stored")
 				return &rowDesc{cols: desc.cols}, frame, nil
 			}

@@ -137,7 +137,7 @@ func (u *cloakUp) plan(sql string) (*rewrite.Plan, *catView, error) {
 	if !rewrite.MentionsConfigured(sql, v) {
 		return nil, v, nil
 	}
-	p, err := u.c.srv.plans.Analyze(sql, v, v.searchPath(u.c.searchPath))
+	p, err := u.c.srv.plans.Analyze(sql, v, u.c.lastPath)
 	if err != nil {
 		var pe *rewrite.ParseError
 		if errors.As(err, &pe) {
