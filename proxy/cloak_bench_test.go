@@ -48,7 +48,7 @@ type staticCatalogs struct{ cat *catalog.Catalog }
 
 func (s staticCatalogs) Catalog(context.Context, string) (*catalog.Catalog, error) { return s.cat, nil }
 func (s staticCatalogs) Refresh(context.Context, string) (*catalog.Catalog, error) { return s.cat, nil }
-func (s staticCatalogs) Invalidate(string)                                          {}
+func (s staticCatalogs) Invalidate(string)                                         {}
 
 // BenchmarkCloakBind: the client→server cost of one execution of a prepared
 // INSERT with two encrypted parameters (text and int4, text format).
