@@ -35,6 +35,11 @@ type proxyConfig struct {
 	ShutdownTimeout  string // default "5s" so a leaked client cannot hang a test
 	HandshakeTimeout string
 	MaxMessageLen    string
+	// Extra is appended to the file as it is (key store, KEKs,
+	// classifications, columns).
+	Extra string
+	// Env is added to the environment of pgcloak serve (PINs).
+	Env []string
 }
 
 func (c proxyConfig) toml() string {
@@ -65,6 +70,9 @@ func (c proxyConfig) toml() string {
 		fmt.Fprintf(&b, "tls_server_name = %s\n", q(c.UpstreamName))
 	}
 	b.WriteString("\n[log]\nlevel = \"info\"\nformat = \"json\"\n")
+	if c.Extra != "" {
+		b.WriteString("\n" + c.Extra)
+	}
 	return b.String()
 }
 
@@ -93,7 +101,7 @@ func startProxy(t *testing.T, cfg proxyConfig) *proxy {
 	}
 	cmd := exec.Command(bin, "serve", "--config", conf)
 	cmd.Dir = dir
-	cmd.Env = os.Environ()
+	cmd.Env = append(os.Environ(), cfg.Env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
