@@ -28,6 +28,15 @@
 // changes anything gets a new Generation, so caches keyed by the catalog
 // (rewrite plans) can tell when to drop their entries.
 //
+// A Source serves the Resolver's snapshots of any database of one server:
+// a snapshot that needs no resolution is returned without touching the
+// network; otherwise the Source resolves over a small pool for that
+// database, opened from one DSN (pgcloak serve: the [keystore] dsn) with
+// the database replaced, and bounded in number (least recently used idle
+// pools are closed). It reports a database's Problems once per new
+// Generation through a hook, for logging. *Source has the method set of
+// proxy.CatalogSource; this package does not import proxy.
+//
 // The package does not import config: cmd/pgcloak converts config.Column
 // values into Column.
 package catalog

@@ -25,7 +25,7 @@ func auditEnv(t *testing.T) *env {
 				t.Fatal(err)
 			}
 		}
-		if _, err := e.store.Audit(e.ctx, audit.Record{Event: audit.EventDecrypt, Keyring: "confidential", Version: 1,
+		if _, err := e.store.Audit(e.ctx, audit.Record{Event: audit.EventDataRead, Keyring: "confidential", Version: 1,
 			Details: map[string]string{"role": "app", "column": "public.customers.ssn", "rows": fmt.Sprint(i + 1)}}); err != nil {
 			t.Fatal(err)
 		}
@@ -300,7 +300,7 @@ func TestAuditConcurrentAppendsNeverFork(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for j := range 10 {
-				if _, err := s.Audit(e.ctx, audit.Record{Event: audit.EventDecrypt, Details: map[string]string{"writer": fmt.Sprint(i), "n": fmt.Sprint(j)}}); err != nil {
+				if _, err := s.Audit(e.ctx, audit.Record{Event: audit.EventDataRead, Details: map[string]string{"writer": fmt.Sprint(i), "n": fmt.Sprint(j)}}); err != nil {
 					t.Error(err)
 					return
 				}
@@ -424,8 +424,8 @@ func TestAuditBatch(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	es, err := e.store.AuditBatch(e.ctx, []audit.Record{
-		{Event: audit.EventDecrypt, Keyring: "restricted", Version: 1, Details: map[string]string{"rows": "3"}},
-		{Event: audit.EventDecrypt, Keyring: "restricted", Version: 1, Actor: "proxy@h", Details: map[string]string{"rows": "1"}},
+		{Event: audit.EventDataRead, Keyring: "restricted", Version: 1, Details: map[string]string{"rows": "3"}},
+		{Event: audit.EventDataRead, Keyring: "restricted", Version: 1, Actor: "proxy@h", Details: map[string]string{"rows": "1"}},
 	})
 	if err != nil || len(es) != 2 || es[0].Seq != 3 || es[1].Seq != 4 || es[1].PrevHash != es[0].Hash || es[0].Actor != "tester" || es[1].Actor != "proxy@h" {
 		t.Fatalf("AuditBatch = %+v, %v", es, err)

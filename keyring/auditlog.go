@@ -13,7 +13,7 @@ import (
 
 // Audit appends one entry to the audit log in its own transaction, for
 // events that are not key changes: access denials seen by the proxy,
-// restricted-data decryptions (issue 5), configuration changes. An empty
+// restricted-data reads (AuditQueue), configuration changes. An empty
 // rec.Actor is the Store's actor. The entry goes to the sink after commit.
 func (s *Store) Audit(ctx context.Context, rec audit.Record) (audit.Entry, error) {
 	es, err := s.AuditBatch(ctx, []audit.Record{rec})

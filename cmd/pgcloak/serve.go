@@ -7,11 +7,11 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"strings"
 
 	"github.com/rs/zerolog"
 
 	"github.com/pgcloak/pgcloak/config"
+	"github.com/pgcloak/pgcloak/keyring"
 	"github.com/pgcloak/pgcloak/proxy"
 )
 
@@ -35,37 +35,51 @@ func (c *serveCmd) Run(g *globals) error {
 	log := g.logger(cfg.Log)
 	ctx, release := g.shutdownSignals(log, forceExit)
 	defer release()
-	if err := refuseEncryptedColumns(cfg); err != nil {
-		return usageErr(err) // before touching the key store or a KEK
+	encrypting := len(encryptedColumns(cfg)) > 0
+	if encrypting && cfg.Keystore.DSN == "" {
+		// config validation already requires it; never serve encrypted
+		// columns without keys.
+		return usageErr(fmt.Errorf("%s: [keystore] dsn is not set: encrypted columns need the key store", cfg.File))
 	}
+	var enc *proxy.Encryption
 	if cfg.Keystore.DSN != "" {
-		closeStore, err := prepareKeyStore(ctx, g, cfg, log)
+		store, closeStore, err := prepareKeyStore(ctx, g, cfg, log)
 		if err != nil {
 			return err
 		}
 		defer closeStore()
+		if encrypting {
+			e, err := startEncryption(ctx, cfg, store, log)
+			if err != nil {
+				return err
+			}
+			defer e.close() // before closeStore: flushes counters and audits
+			enc = e.enc
+		}
 	}
-	return serve(ctx, cfg, log)
+	return serve(ctx, cfg, log, enc)
 }
 
-// prepareKeyStore applies the key store's migrations and creates the first
-// active version of every key ring the configuration needs and lacks (each
-// an audited event), so that a fresh setup needs no extra step. It fails
-// (and serve does not start) when the key store or a KEK is unreachable:
-// pgcloak never serves with keys it cannot vouch for.
-func prepareKeyStore(ctx context.Context, g *globals, cfg *config.Config, log zerolog.Logger) (func(), error) {
+// prepareKeyStore opens the key store, applies its migrations and creates
+// the first active version of every key ring the configuration needs and
+// lacks (each an audited event), so that a fresh setup needs no extra
+// step. It fails (and serve does not start) when the key store or a KEK is
+// unreachable: pgcloak never serves with keys it cannot vouch for. The
+// store stays open for the process lifetime; closeStore closes it and the
+// KEKs.
+func prepareKeyStore(ctx context.Context, g *globals, cfg *config.Config, log zerolog.Logger) (store *keyring.Store, closeStore func(), err error) {
 	host, _ := os.Hostname()
-	store, closeStore, err := openStore(g, cfg, storeOpts{
+	store, closeStore, err = openStore(g, cfg, storeOpts{
 		Actor:   "pgcloak serve@" + host,
 		OnError: func(err error) { log.Warn().Err(err).Msg("key store") },
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	res, err := ensureRings(ctx, store, cfg)
 	if err != nil {
 		closeStore()
-		return nil, fmt.Errorf("serve: key store: %w", err)
+		return nil, nil, fmt.Errorf("serve: key store: %w", err)
 	}
 	if len(res.Migrations) > 0 {
 		log.Info().Ints("migrations", res.Migrations).Msg("key store schema migrated")
@@ -74,19 +88,18 @@ func prepareKeyStore(ctx context.Context, g *globals, cfg *config.Config, log ze
 		log.Info().Str("keyring", r.Ring.Name).Str("purpose", string(r.Ring.Purpose)).
 			Str("kek", r.Ring.KEK).Str("status", r.Status).Msg("key ring ready")
 	}
-	return closeStore, nil
+	return store, closeStore, nil
 }
 
 // serve runs the proxy described by cfg until ctx is cancelled, then shuts
-// it down gracefully. The proxy logs the "listening" line.
-func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
-	if err := refuseEncryptedColumns(cfg); err != nil {
-		return usageErr(err)
-	}
+// it down gracefully. enc, when not nil, turns on column encryption. The
+// proxy logs the "listening" line.
+func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger, enc *proxy.Encryption) error {
 	opts, err := proxyOpts(cfg, log)
 	if err != nil {
 		return usageErr(err)
 	}
+	opts.Encryption = enc
 	srv, err := proxy.New(opts)
 	if err != nil {
 		return err
@@ -99,24 +112,6 @@ func serve(ctx context.Context, cfg *config.Config, log zerolog.Logger) error {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
-}
-
-// refuseEncryptedColumns fails closed while the proxy only passes values
-// through: serving a configuration that classifies columns as encrypted
-// would send their values to PostgreSQL in plaintext. Remove this check when
-// the proxy applies rewrite plans.
-func refuseEncryptedColumns(cfg *config.Config) error {
-	var names []string
-	for _, c := range cfg.Columns {
-		if c.Classification != config.LevelPublic {
-			names = append(names, c.QualifiedName())
-		}
-	}
-	if len(names) == 0 {
-		return nil
-	}
-	return fmt.Errorf("serve: %s: column encryption is not implemented yet, so these %d encrypted column(s) would reach PostgreSQL in plaintext; refusing to start: %s",
-		cfg.File, len(names), strings.Join(names, ", "))
 }
 
 // proxyOpts converts the configuration into proxy.Opts, loading the TLS

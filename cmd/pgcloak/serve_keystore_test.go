@@ -13,9 +13,10 @@ import (
 	"github.com/pgcloak/pgcloak/internal/pgtest"
 )
 
-// serve with a [keystore] migrates it and creates the key rings the
-// configuration needs (audited), and refuses to start when a KEK cannot be
-// opened.
+// serve with a [keystore] and an encrypted column migrates the key store,
+// creates the key rings the configuration needs (audited), starts the
+// encryption machinery and stops it cleanly, and refuses to start when a
+// KEK cannot be opened.
 func TestServePreparesKeyStore(t *testing.T) {
 	c := pgtest.New(t, pgtest.Opts{})
 	dir := t.TempDir()
@@ -39,6 +40,12 @@ key_file = "dev.key"
 
 [classification.internal]
 kek = "dev"
+
+[[column]]
+table = "customers"
+column = "email"
+type = "text"
+classification = "internal"
 `)
 	sinkLines := 0
 	for round := 1; round <= 2; round++ {

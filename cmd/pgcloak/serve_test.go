@@ -199,17 +199,36 @@ func TestServeErrors(t *testing.T) {
 	if code != 2 || !strings.HasPrefix(stderr, bad+":3: upstream.tls: ") {
 		t.Errorf("bad config: exit %d, stderr %q", code, stderr)
 	}
-	// Encrypted columns cannot be served by the pass-through proxy: it must
-	// refuse rather than send their values in plaintext.
-	enc := writeFile(t, t.TempDir(), "enc.toml", `[server]
+	// Encrypted columns without a key store: a configuration error (exit
+	// 2) before anything is touched — no upstream connection, no KEK call.
+	touched := make(chan string, 4)
+	watch := func(name string) string {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				touched <- name
+				c.Close()
+			}
+		}()
+		return ln.Addr().String()
+	}
+	enc := writeFile(t, t.TempDir(), "enc.toml", fmt.Sprintf(`[server]
 listen = "127.0.0.1:0"
 [upstream]
-addr = "127.0.0.1:1"
-[keystore]
-dsn = "host=127.0.0.1 user=pgcloak"
+addr = %q
 [kek.kms]
 type = "awskms"
 key_id = "alias/pgcloak"
+region = "eu-west-1"
+endpoint = "http://%s"
 [classification.internal]
 kek = "kms"
 [[column]]
@@ -217,16 +236,15 @@ table = "customers"
 column = "email"
 type = "text"
 classification = "internal"
-[[column]]
-table = "customers"
-column = "name"
-type = "text"
-classification = "public"
-`)
+`, watch("upstream"), watch("kms")))
 	code, _, stderr = runCLI(t, "--config", enc, "serve")
-	if code != 2 || !strings.Contains(stderr, "column encryption is not implemented yet") ||
-		!strings.Contains(stderr, "public.customers.email") || strings.Contains(stderr, "public.customers.name") || strings.Contains(stderr, "listening") {
-		t.Errorf("encrypted columns: exit %d, stderr %q", code, stderr)
+	if code != 2 || !strings.Contains(stderr, "keystore.dsn: required") || strings.Contains(stderr, "listening") {
+		t.Errorf("encrypted columns without a key store: exit %d, stderr %q", code, stderr)
+	}
+	select {
+	case what := <-touched:
+		t.Errorf("serve contacted the %s before refusing", what)
+	case <-time.After(100 * time.Millisecond):
 	}
 	// The address is taken: a runtime error, exit 1.
 	busy, err := net.Listen("tcp", "127.0.0.1:0")

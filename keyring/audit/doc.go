@@ -2,7 +2,9 @@
 // pgcloak.audit_log (created by the keyring migrations), MACed checkpoints
 // in pgcloak.audit_checkpoints, a verifier, and a JSON-lines sink for a
 // SIEM. The keyring package appends to it in the same transaction as every
-// key change it records; other packages append through keyring.Store.Audit.
+// key change it records; other packages append through keyring.Store
+// Audit, AuditBatch or an AuditQueue (batched, for the proxy's
+// restricted-data reads).
 //
 // # The chain
 //

@@ -74,7 +74,7 @@ const (
 	EventKeyExport      = "key.export"          // wrapped DEKs were exported (backup)
 	EventAccessDenied   = "key.access_denied"   // a key was requested in a state that forbids use
 	EventDisabledAccess = "key.disabled_access" // a disabled key was unwrapped on purpose (compromise re-encryption)
-	EventDecrypt        = "data.decrypt"        // restricted data was decrypted (issue 5)
+	EventDataRead       = "data.read"           // a statement read restricted columns through the proxy (see keys.md §2)
 	EventConfig         = "config.change"       // a configuration change that affects keys
 )
 
