@@ -31,6 +31,7 @@ type cloakServer struct {
 	plans      *rewrite.Cache
 	keyTimeout time.Duration
 	roles      map[string]map[string]bool // classification → roles allowed plaintext
+	stats      *counters                  // the Server's
 
 	mu    sync.Mutex
 	views map[string]*catView // database → view of its newest catalog snapshot
@@ -48,7 +49,7 @@ func newCloakServer(enc *Encryption) (*cloakServer, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := &cloakServer{enc: enc, plans: plans, keyTimeout: enc.KeyTimeout, roles: map[string]map[string]bool{}, views: map[string]*catView{}}
+	c := &cloakServer{enc: enc, plans: plans, keyTimeout: enc.KeyTimeout, roles: map[string]map[string]bool{}, views: map[string]*catView{}, stats: &counters{}}
 	if c.keyTimeout <= 0 {
 		c.keyTimeout = 10 * time.Second
 	}

@@ -424,6 +424,7 @@ func (d *cloakDown) dataRow(frame, out []byte, desc *rowDesc) ([]byte, error) {
 		if err != nil {
 			var de *decryptError
 			if errors.As(err, &de) {
+				d.c.srv.stats.decryptFailures.Add(1)
 				return d.fail(out[:start], de.code, de.msg), nil
 			}
 			return out[:start], err
@@ -469,6 +470,7 @@ func (d *cloakDown) decrypt(out []byte, c *descCol, val []byte) ([]byte, error) 
 	if err != nil {
 		return out, &decryptError{sqlstateDataCorrupted, fmt.Sprintf("pgcloak: value of encrypted column %s (key ring %d, version %d) failed authentication", ci.name, h.KeyringID, h.KeyVersion)}
 	}
+	d.c.srv.stats.decrypted.Add(1)
 	out, err = pgvalue.Output(ci.typ, c.format, d.plain, out)
 	clear(d.plain)
 	if err != nil {

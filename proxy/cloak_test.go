@@ -740,3 +740,31 @@ func TestCloakPipelines(t *testing.T) {
 		t.Fatalf("multi-statement: %q %d %v", ssn, age, err)
 	}
 }
+
+// TestCloakStats: the counters move with the work done.
+func TestCloakStats(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	conn := env.connect("app", pgx.QueryExecModeCacheStatement)
+	env.seed(conn, 1)
+	var s string
+	for i := 0; i < 3; i++ {
+		if err := conn.QueryRow(env.ctx, `SELECT ssn FROM customers WHERE id = 1`).Scan(&s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, _ = conn.Exec(env.ctx, `SELECT id FROM customers ORDER BY ssn`)
+	// Unnamed statements (exec mode) are planned at every Parse: the
+	// second one comes from the plan cache.
+	exec := env.connect("app", pgx.QueryExecModeExec)
+	for i := 0; i < 2; i++ {
+		if err := exec.QueryRow(env.ctx, `SELECT age FROM customers WHERE id = 1`).Scan(new(int32)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := env.proxy.srv.Stats()
+	// seed seals four values (three literals, one parameter).
+	if st.ValuesEncrypted != 4 || st.ValuesDecrypted != 5 || st.StatementsRefused != 1 ||
+		st.PlanCacheMisses != 4 || st.PlanCacheHits != 1 || st.DecryptFailures != 0 {
+		t.Errorf("stats %+v", st)
+	}
+}

@@ -197,6 +197,7 @@ func (u *cloakUp) query(frame, body, out []byte) ([]byte, error) {
 	}
 	if err != nil {
 		rf := refusalOf(err)
+		u.c.srv.stats.refused.Add(1)
 		u.c.s.log.Info().Str("sqlstate", rf.code).Str("refusal", rf.msg).Msg("statement refused")
 		u.c.q.push(pending{kind: pendQuery})
 		return appendQuery(out, raiseSQL(rf.code, rf.msg, rf.hint)), nil
@@ -251,6 +252,7 @@ func (u *cloakUp) seal(ci *colInfo, format int16, value []byte, clientOID uint32
 		return nil, err
 	}
 	u.c.srv.enc.Keys.Encrypted(key, 1)
+	u.c.srv.stats.encrypted.Add(1)
 	return u.sealed, nil
 }
 
@@ -295,6 +297,7 @@ func typeOfOID(oid uint32) (pgvalue.Type, bool) {
 // cycle (the server would skip it).
 func (u *cloakUp) refuse(out []byte, err error) []byte {
 	rf := refusalOf(err)
+	u.c.srv.stats.refused.Add(1)
 	u.c.s.log.Info().Str("sqlstate", rf.code).Str("refusal", rf.msg).Msg("statement refused")
 	out = appendParse(out, "", raiseSQL(rf.code, rf.msg, rf.hint), nil)
 	u.c.q.push(pending{kind: pendParse, internal: true})

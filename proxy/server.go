@@ -50,6 +50,8 @@ type Server struct {
 	// done (client→server, server→client); nil or nil results mean pure
 	// pass-through. The encryption layer will set it.
 	newFilters func(*session) (up, down frameFilter)
+	// cloak is the encryption layer; nil in pass-through mode.
+	cloak *cloakServer
 }
 
 // New validates opts, fills in defaults and returns a Server.
@@ -109,6 +111,8 @@ func New(opts Opts) (*Server, error) {
 		if err != nil {
 			return nil, err
 		}
+		cs.stats = &s.stats
+		s.cloak = cs
 		s.newFilters = func(sess *session) (frameFilter, frameFilter) {
 			c := newCloak(cs, sess, sess.params)
 			return newCloakUp(c), newCloakDown(c)
@@ -176,7 +180,14 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		hardCancel()
 		<-done
 	}
-	s.log.Info().Msg("stopped")
+	st := s.Stats()
+	ev := s.log.Info().Uint64("sessions", st.SessionsAccepted).Uint64("bytes_up", st.BytesUp).Uint64("bytes_down", st.BytesDown)
+	if s.cloak != nil {
+		ev = ev.Uint64("plan_cache_hits", st.PlanCacheHits).Uint64("plan_cache_misses", st.PlanCacheMisses).
+			Uint64("statements_refused", st.StatementsRefused).Uint64("values_encrypted", st.ValuesEncrypted).
+			Uint64("values_decrypted", st.ValuesDecrypted).Uint64("decrypt_failures", st.DecryptFailures)
+	}
+	ev.Msg("stopped")
 	if ctx.Err() != nil {
 		return nil
 	}

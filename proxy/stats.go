@@ -12,6 +12,14 @@ type Stats struct {
 	CancelKeys        int    // proxy-issued cancel keys currently registered
 	BytesUp           uint64 // bytes forwarded client → server
 	BytesDown         uint64 // bytes forwarded server → client
+
+	// Column encryption (zero without Opts.Encryption).
+	PlanCacheHits     uint64 // statements planned from the plan cache
+	PlanCacheMisses   uint64 // statements parsed and planned
+	StatementsRefused uint64 // statements refused (0A000, 42501, invalid values, no key)
+	ValuesEncrypted   uint64 // parameters and literals sealed
+	ValuesDecrypted   uint64 // result values opened
+	DecryptFailures   uint64 // result values that failed (XX001, 58000)
 }
 
 type counters struct {
@@ -21,11 +29,13 @@ type counters struct {
 	cancelRequests    atomic.Uint64
 	bytesUp           atomic.Uint64
 	bytesDown         atomic.Uint64
+
+	refused, encrypted, decrypted, decryptFailures atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
-	return Stats{
+	st := Stats{
 		SessionsAccepted:  s.stats.sessionsAccepted.Load(),
 		SessionsActive:    s.stats.sessionsActive.Load(),
 		HandshakeFailures: s.stats.handshakeFailures.Load(),
@@ -33,5 +43,14 @@ func (s *Server) Stats() Stats {
 		CancelKeys:        s.cancels.len(),
 		BytesUp:           s.stats.bytesUp.Load(),
 		BytesDown:         s.stats.bytesDown.Load(),
+		StatementsRefused: s.stats.refused.Load(),
+		ValuesEncrypted:   s.stats.encrypted.Load(),
+		ValuesDecrypted:   s.stats.decrypted.Load(),
+		DecryptFailures:   s.stats.decryptFailures.Load(),
 	}
+	if s.cloak != nil {
+		cs := s.cloak.plans.Stats()
+		st.PlanCacheHits, st.PlanCacheMisses = cs.Hits, cs.Misses
+	}
+	return st
 }
