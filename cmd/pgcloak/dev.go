@@ -20,17 +20,19 @@ import (
 )
 
 func init() {
-	register("dev", "Start a throwaway PostgreSQL and a proxy in front of it (no configuration file needed); Ctrl-C stops both.",
+	register("dev", "Start a throwaway PostgreSQL, a SoftHSM2 token and an encrypting proxy in front of it (no configuration file needed); Ctrl-C stops all.",
 		func() any { return &devCmd{} })
 }
 
 // devCmd: pgcloak dev [--port N] [--demo]
 //
 // Starts a throwaway cluster (initdb in a temporary directory), creates the
-// role app with a random SCRAM password and its database app, starts the
-// proxy on 127.0.0.1:PORT in front of it and prints the connection string.
-// It does not read the configuration file. With --demo it runs a scripted
-// round trip through the proxy, prints it and stops.
+// role app with a random SCRAM password and its database app, a SoftHSM2
+// token with a KEK, the key store and a table patients with two encrypted
+// columns, starts the proxy on 127.0.0.1:PORT in front of it and prints the
+// connection string. It does not read the configuration file: it writes
+// its own. With --demo it runs a scripted round trip through the proxy,
+// prints it and stops.
 type devCmd struct {
 	Port int  `default:"6432" help:"Port of the proxy on 127.0.0.1 (0 picks a free port)."`
 	Demo bool `help:"Run a scripted round trip through the proxy, print what it did, and stop."`
@@ -85,10 +87,18 @@ func (c *devCmd) run(ctx context.Context, g *globals, log zerolog.Logger) error 
 		return fmt.Errorf("dev: %w", err)
 	}
 
+	fmt.Fprintln(g.stdout, "Creating a SoftHSM2 token with a non-extractable KEK, the key store and the patients table…")
+	stack, err := startDevStack(ctx, g, cluster, log)
+	if err != nil {
+		return err
+	}
+	defer stack.close()
+
 	srv, err := proxy.New(proxy.Opts{
 		UpstreamAddr:    cluster.Addr(),
 		UpstreamTLS:     proxy.UpstreamTLSDisable,
 		ShutdownTimeout: devShutdown,
+		Encryption:      stack.enc.enc,
 		Logger:          log,
 	})
 	if err != nil {
@@ -111,7 +121,8 @@ func (c *devCmd) run(ctx context.Context, g *globals, log zerolog.Logger) error 
 		Path:   "/" + devDatabase,
 	}).String()
 	fmt.Fprintf(g.stdout, "\nPostgreSQL (%s) on %s, pgcloak on %s.\n", cluster.BinDir(), cluster.Addr(), ln.Addr())
-	fmt.Fprintf(g.stdout, "No [[column]] is configured: the proxy passes values through unchanged.\n\n")
+	fmt.Fprintf(g.stdout, "Encrypted columns: public.patients.ssn (text) and public.patients.birth_date (date), classification\n")
+	fmt.Fprintf(g.stdout, "confidential, plaintext for role %s (configuration: %s). Other tables pass through.\n\n", devRole, stack.conf)
 	fmt.Fprintf(g.stdout, "  connection string  %s\n", dsn)
 	fmt.Fprintf(g.stdout, "  psql               %s '%s'\n\n", psqlPath(), dsn)
 
@@ -119,7 +130,7 @@ func (c *devCmd) run(ctx context.Context, g *globals, log zerolog.Logger) error 
 	if c.Demo {
 		result = runDemo(ctx, g.stdout, dsn)
 		if result == nil {
-			result = runKeyDemo(ctx, g.stdout, cluster.DSN("postgres", "", devDatabase), dsn)
+			result = runEncryptionDemo(ctx, g.stdout, dsn, cluster.DSN("postgres", "", devDatabase), stack.store)
 		}
 		if result == nil {
 			fmt.Fprintln(g.stdout, "Demo done.")
@@ -137,8 +148,8 @@ func (c *devCmd) run(ctx context.Context, g *globals, log zerolog.Logger) error 
 		result = fmt.Errorf("dev: proxy: %w", err)
 	}
 	s := srv.Stats()
-	fmt.Fprintf(g.stdout, "Stopped: %d sessions served, %d bytes up, %d bytes down; removing the cluster.\n",
-		s.SessionsAccepted, s.BytesUp, s.BytesDown)
+	fmt.Fprintf(g.stdout, "Stopped: %d sessions served, %d values encrypted, %d decrypted, %d statements refused; removing the cluster and the token.\n",
+		s.SessionsAccepted, s.ValuesEncrypted, s.ValuesDecrypted, s.StatementsRefused)
 	return result
 }
 

@@ -35,12 +35,16 @@ func TestDevDemo(t *testing.T) {
 		"2 | Alan Turing  | alan@example.org",
 		"SQLSTATE 22012",
 		"still 3 rows",
-		"extractable=false",
-		"version 2 is active, version 1 is decrypt_only",
-		"key ring 1, key version 1, nonce…  → opens to \"078-05-1120\"",
-		"key ring 1, key version 2, nonce…  → opens to \"219-09-9999\"",
-		"refuses to open as another column",
+		"ssn 078-05-1120 | born 1815-12-10",
+		"ssn 219-09-9999 | born 1912-06-23",
+		"key ring 1, key version 1, nonce…",
+		"version 2 active, version 1 decrypt_only",
+		"key ring 1, key version 2, nonce…",
+		"ssn 123-45-6789 | born 1906-12-09",
+		"SQLSTATE 0A000",
+		"SQLSTATE 23514 (pgcloak_envelope_ssn)",
 		"entries verify intact",
+		"key.rotate",
 		"Demo done.",
 	} {
 		if !strings.Contains(stdout, want) {
@@ -100,5 +104,20 @@ func TestDevInteractive(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "Stopped: ") {
 		t.Errorf("no stop summary:\n%s", stdout.String())
+	}
+}
+
+// The demo's plaintext must not reach the server log or pgcloak's log.
+func TestDevDemoNoPlaintextInLogs(t *testing.T) {
+	pgtest.Require(t, "initdb", "postgres", "softhsm2-util")
+	t.Setenv(hsmtest.ConfEnv, "")
+	code, stdout, stderr := runCLI(t, "--log-level", "debug", "dev", "--demo", "--port", "0")
+	if code != 0 {
+		t.Fatalf("exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	for _, secret := range []string{"078-05-1120", "219-09-9999", "123-45-6789"} {
+		if strings.Contains(stderr, secret) {
+			t.Errorf("pgcloak's log holds %q", secret)
+		}
 	}
 }
