@@ -58,10 +58,16 @@ func TestPgxOwnSuite(t *testing.T) {
 	// Each side gets its own fresh database with pgx's documented setup
 	// (testsetup/postgresql_setup.sql, the parts these packages use).
 	c := pgtest.New(t, pgtest.Opts{})
-	setupPgxDatabases(t, c, "pgx_direct", "pgx_proxied")
+	setupPgxDatabases(t, c, "pgx_direct", "pgx_proxied", "pgx_encrypting")
 	p := startProxy(t, proxyConfig{Upstream: c.Addr()})
+	// The same suite through a proxy with column encryption turned on (for
+	// a table the suite does not touch): every session then runs through
+	// the encryption filters, which must be as transparent as the
+	// pass-through relay for everything else.
+	pe := startProxy(t, encryptingConfig(t, c, "pgx_encrypting"))
 	direct := pgxSuiteDSN(c.Addr(), "pgx_direct")
 	proxied := pgxSuiteDSN(p.Addr, "pgx_proxied")
+	encrypting := pgxSuiteDSN(pe.Addr, "pgx_encrypting")
 
 	start := time.Now()
 	d := suite.run(t, direct, nil)
@@ -69,8 +75,11 @@ func TestPgxOwnSuite(t *testing.T) {
 	start = time.Now()
 	x := suite.run(t, proxied, nil)
 	t.Logf("pgx %s through pgcloak: %s (%v)", version, x.summary(), time.Since(start).Round(time.Second))
+	start = time.Now()
+	xe := suite.run(t, encrypting, nil)
+	t.Logf("pgx %s through pgcloak with encryption on: %s (%v)", version, xe.summary(), time.Since(start).Round(time.Second))
 
-	for name, r := range map[string]*suiteRun{"direct": d, "through pgcloak": x} {
+	for name, r := range map[string]*suiteRun{"direct": d, "through pgcloak": x, "through pgcloak with encryption on": xe} {
 		if n := r.count("pass"); n < minPgxPasses {
 			t.Errorf("pgx suite %s passed only %d tests (want > %d); the run is broken:\n%s",
 				name, n, minPgxPasses, truncate(r.diagnostics(), 8000))
@@ -82,33 +91,13 @@ func TestPgxOwnSuite(t *testing.T) {
 	if both := d.keys("fail"); len(both) > 0 {
 		t.Logf("failing directly as well (not pgcloak's doing): %s", strings.Join(both, ", "))
 	}
+	suite.compare(t, "through pgcloak", d, x, direct, proxied)
+	suite.compare(t, "through pgcloak with encryption on", d, xe, direct, encrypting)
 
-	diff := diffOutcomes(d, x, nil)
-	if len(diff) > 0 {
-		top := topLevelTests(diff)
-		if n := len(top); n > maxPgxReruns {
-			t.Fatalf("%d top-level pgx tests behave differently through pgcloak:\n%s", n, x.report(d, diff))
+	for _, pp := range []*proxy{p, pe} {
+		if pp.Exited() {
+			t.Fatalf("pgcloak exited during the pgx suite: %v", pp.exitErr)
 		}
-		t.Logf("%d tests differ; re-running %d top-level tests on both sides to rule out flakes:\n%s",
-			len(diff), len(top), strings.Join(diff, "\n"))
-		d2 := suite.run(t, direct, top)
-		x2 := suite.run(t, proxied, top)
-		for _, k := range top {
-			if outcomeOf(d2, k) == "absent" || outcomeOf(x2, k) == "absent" {
-				t.Fatalf("the re-run did not run %s (direct %s, through pgcloak %s):\n%s\n%s",
-					k, outcomeOf(d2, k), outcomeOf(x2, k), truncate(d2.diagnostics(), 4000), truncate(x2.diagnostics(), 4000))
-			}
-		}
-		t.Logf("re-run: direct %s; through pgcloak %s", d2.summary(), x2.summary())
-		if diff2 := diffOutcomes(d2, x2, top); len(diff2) > 0 {
-			t.Errorf("pgx's own suite behaves differently through pgcloak (persisted on a re-run):\n%s", x2.report(d2, diff2))
-		} else {
-			t.Logf("the differences were flakes: the re-run agrees")
-		}
-	}
-
-	if p.Exited() {
-		t.Fatalf("pgcloak exited during the pgx suite: %v", p.exitErr)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
 	defer cancel()
@@ -121,6 +110,84 @@ func TestPgxOwnSuite(t *testing.T) {
 	if err := conn.QueryRow(ctx, "SELECT 40 + $1::int", 2).Scan(&n); err != nil || n != 42 {
 		t.Fatalf("pgcloak no longer serves after the pgx suite: got %d, %v", n, err)
 	}
+}
+
+// compare requires the same outcome for every test of runs d (direct) and
+// x (through a proxy); differences are re-run on both sides once to rule
+// out flakes.
+func (s *pgxSuite) compare(t *testing.T, name string, d, x *suiteRun, direct, proxied string) {
+	t.Helper()
+	diff := diffOutcomes(d, x, nil)
+	if len(diff) == 0 {
+		return
+	}
+	top := topLevelTests(diff)
+	if n := len(top); n > maxPgxReruns {
+		t.Errorf("%d top-level pgx tests behave differently %s:\n%s", n, name, x.report(d, diff))
+		return
+	}
+	t.Logf("%s: %d tests differ; re-running %d top-level tests on both sides to rule out flakes:\n%s",
+		name, len(diff), len(top), strings.Join(diff, "\n"))
+	d2 := s.run(t, direct, top)
+	x2 := s.run(t, proxied, top)
+	for _, k := range top {
+		if outcomeOf(d2, k) == "absent" || outcomeOf(x2, k) == "absent" {
+			t.Errorf("the re-run did not run %s (direct %s, %s %s):\n%s\n%s",
+				k, outcomeOf(d2, k), name, outcomeOf(x2, k), truncate(d2.diagnostics(), 4000), truncate(x2.diagnostics(), 4000))
+			return
+		}
+	}
+	t.Logf("re-run: direct %s; %s %s", d2.summary(), name, x2.summary())
+	if diff2 := diffOutcomes(d2, x2, top); len(diff2) > 0 {
+		t.Errorf("pgx's own suite behaves differently %s (persisted on a re-run):\n%s", name, x2.report(d2, diff2))
+	} else {
+		t.Logf("%s: the differences were flakes: the re-run agrees", name)
+	}
+}
+
+// encryptingConfig is a proxy configuration with column encryption on for
+// db (a local development KEK, classification internal, one column of a
+// table created here that nothing else uses).
+func encryptingConfig(t *testing.T, c *pgtest.Cluster, db string) proxyConfig {
+	t.Helper()
+	dir := t.TempDir()
+	extra := fmt.Sprintf(`[keystore]
+dsn = %q
+
+[kek.dev]
+type = "local"
+key_file = %q
+
+[classification.internal]
+kek = "dev"
+plaintext_roles = ["postgres"]
+on_denied = "ciphertext"
+
+[[column]]
+table = "pgcloak_probe"
+column = "secret"
+type = "text"
+classification = "internal"
+`, c.DSN("postgres", "", "postgres"), filepath.Join(dir, "dev-kek.key"))
+	cfg := proxyConfig{Upstream: c.Addr(), Extra: extra}
+	conf := filepath.Join(dir, "pgcloak.toml")
+	if err := os.WriteFile(conf, []byte(cfg.toml()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+	defer cancel()
+	if out, err := exec.CommandContext(ctx, needBinary(t), "--config", conf, "kek", "create").CombinedOutput(); err != nil {
+		t.Fatalf("kek create: %v\n%s", err, out)
+	}
+	conn, err := pgx.Connect(ctx, c.DSN("postgres", "", db))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, `CREATE TABLE pgcloak_probe (id int PRIMARY KEY, secret bytea)`); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // pgxVersion is the pgx version in the repository's go.mod (the one this

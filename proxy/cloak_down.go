@@ -287,7 +287,7 @@ func (d *cloakDown) paramDescription(frame, out []byte, st *stmtInfo) ([]byte, e
 func (d *cloakDown) rowDescription(frame []byte) (*rowDesc, []byte, error) {
 	body := frame[5:]
 	r := wreader{b: body}
-	n := int(r.int16())
+	n := int(uint16(r.int16()))
 	if r.bad || n < 0 {
 		return nil, nil, errBadMessage
 	}
@@ -384,7 +384,7 @@ func (d *cloakDown) rowDescription(frame []byte) (*rowDesc, []byte, error) {
 func (d *cloakDown) dataRow(frame, out []byte, desc *rowDesc) ([]byte, error) {
 	body := frame[5:]
 	r := wreader{b: body}
-	n := int(r.int16())
+	n := int(uint16(r.int16()))
 	if r.bad || n != len(desc.cols) {
 		return out, newError(ErrProtocolViolation, "", fmt.Errorf("DataRow with %d columns for a description of %d", n, len(desc.cols)))
 	}

@@ -973,3 +973,35 @@ func TestCloakProtocol(t *testing.T) {
 		t.Errorf("rows of the failed implicit transaction: %d, %v", n, err)
 	}
 }
+
+// TestCloakMaxParams: counts on the wire are unsigned 16-bit (65535
+// parameters is legal), in statements with and without encryption.
+func TestCloakMaxParams(t *testing.T) {
+	env := newCloakEnv(t, nil)
+	conn := env.connect("app", pgx.QueryExecModeExec)
+	const n = 65535
+	params := make([]string, n)
+	args := make([][]byte, n)
+	for i := range params {
+		params[i] = fmt.Sprintf("($%d::text)", i+1)
+		args[i] = []byte(fmt.Sprint(i))
+	}
+	res := conn.PgConn().ExecParams(env.ctx, "values"+strings.Join(params, ", "), args, nil, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) != n {
+		t.Fatalf("65535 parameters: %d rows, %v", len(res.Rows), res.Err)
+	}
+	// The same count into an encrypted column (one row per parameter).
+	values := make([]string, n/3)
+	var eargs []any
+	for i := range values {
+		values[i] = fmt.Sprintf("($%d, $%d, $%d)", 3*i+1, 3*i+2, 3*i+3)
+		eargs = append(eargs, i, fmt.Sprint("ssn-", i), int32(i))
+	}
+	if _, err := conn.Exec(env.ctx, "INSERT INTO customers (id, ssn, age) VALUES "+strings.Join(values, ", "), eargs...); err != nil {
+		t.Fatalf("insert with %d parameters: %v", len(eargs), err)
+	}
+	var last string
+	if err := conn.QueryRow(env.ctx, `SELECT ssn FROM customers WHERE id = $1`, n/3-1).Scan(&last); err != nil || last != fmt.Sprint("ssn-", n/3-1) {
+		t.Fatalf("last row: %q %v", last, err)
+	}
+}

@@ -316,7 +316,7 @@ func (u *cloakUp) parse(frame, body, out []byte) ([]byte, error) {
 	r := wreader{b: body}
 	name := string(r.cstring())
 	query := r.cstring()
-	n := int(r.int16())
+	n := int(uint16(r.int16()))
 	if r.bad || n < 0 || len(r.b) != 4*n {
 		return out, errBadMessage
 	}
@@ -438,7 +438,7 @@ func (u *cloakUp) bind(frame, body, out []byte) ([]byte, error) {
 	if st != nil && st.ambiguous {
 		return u.refuse(out, &refusal{code: "26000", msg: "pgcloak: prepared statement \"" + st.name + "\" was prepared twice in one pipeline; prepare it once"}), nil
 	}
-	nf := int(r.int16())
+	nf := int(uint16(r.int16()))
 	if r.bad || nf < 0 || len(r.b) < 2*nf {
 		return out, errBadMessage
 	}
@@ -447,7 +447,7 @@ func (u *cloakUp) bind(frame, body, out []byte) ([]byte, error) {
 		formats[i] = r.int16()
 	}
 	paramsStart := len(body) - len(r.b)
-	np := int(r.int16())
+	np := int(uint16(r.int16()))
 	if r.bad || np < 0 {
 		return out, errBadMessage
 	}
@@ -461,7 +461,7 @@ func (u *cloakUp) bind(frame, body, out []byte) ([]byte, error) {
 		}
 		values[i] = span{off, l}
 	}
-	nr := int(r.int16())
+	nr := int(uint16(r.int16()))
 	if r.bad || nr < 0 || len(r.b) != 2*nr {
 		return out, errBadMessage
 	}
