@@ -17,6 +17,7 @@ type Config struct {
 	Keystore        Keystore                  // [keystore]
 	KEKs            map[string]KEK            // [kek.NAME], by NAME
 	Classifications map[string]Classification // [classification.NAME], by NAME (a Level)
+	Rotation        Rotation                  // [rotation]
 	Columns         []Column                  // [[column]], in file order
 	Log             Log                       // [log]
 }
@@ -109,7 +110,7 @@ const (
 type Classification struct {
 	Name                   string        // a Level
 	KEK                    string        // NAME of the [kek.NAME] that wraps this ring's DEKs
-	RotateAfter            time.Duration // rotate the active version after this age. Default 90d.
+	RotateAfter            time.Duration // rotate the active version after this age. Default DefaultRotateAfterFor(Name).
 	RotateAfterEncryptions int64         // ... or after this many encryptions. Default 2^30.
 	PlaintextRoles         []string      // roles that see plaintext
 	OnDenied               string        // OnDenied*. Default OnDeniedError (fail closed).
@@ -117,6 +118,17 @@ type Classification struct {
 
 // Encrypted reports whether values of this classification are encrypted.
 func (c Classification) Encrypted() bool { return c.Name != LevelPublic }
+
+// Rotation configures the scheduled rotation that `pgcloak serve` runs:
+// one proxy, elected through an advisory lock in the key store, checks
+// every encryption key ring against its classification's rotate_after and
+// rotate_after_encryptions.
+type Rotation struct {
+	// CheckInterval is how often the elected proxy checks, and how often
+	// the others try to become the elected one. Default
+	// DefaultRotationCheckInterval.
+	CheckInterval time.Duration
+}
 
 // Search modes of a column.
 const (
@@ -149,16 +161,35 @@ type Log struct {
 
 // Defaults.
 const (
-	DefaultListen                 = "127.0.0.1:6432"
-	DefaultShutdownTimeout        = 30 * time.Second
-	DefaultHandshakeTimeout       = 15 * time.Second
-	DefaultMaxMessageLen          = 1<<30 + 1<<20 // PostgreSQL's 1 GiB field limit plus room for the rest of the message
-	DefaultUpstreamTLS            = "prefer"
-	DefaultRotateAfter            = 90 * 24 * time.Hour
-	DefaultRotateAfterEncryptions = 1 << 30
-	DefaultOnDenied               = OnDeniedError
-	DefaultLogLevel               = "info"
+	DefaultListen                  = "127.0.0.1:6432"
+	DefaultShutdownTimeout         = 30 * time.Second
+	DefaultHandshakeTimeout        = 15 * time.Second
+	DefaultMaxMessageLen           = 1<<30 + 1<<20 // PostgreSQL's 1 GiB field limit plus room for the rest of the message
+	DefaultUpstreamTLS             = "prefer"
+	DefaultRotateAfter             = 90 * 24 * time.Hour // internal; see DefaultRotateAfterFor
+	DefaultRotateAfterConfidential = 60 * 24 * time.Hour
+	DefaultRotateAfterRestricted   = 30 * 24 * time.Hour
+	DefaultRotateAfterEncryptions  = 1 << 30
+	DefaultRotationCheckInterval   = time.Minute
+	DefaultOnDenied                = OnDeniedError
+	DefaultLogLevel                = "info"
 )
+
+// DefaultRotateAfterFor returns the default rotate_after of a
+// classification level: the key-management policy rotates every 30 to 90
+// days, more often the more sensitive the data (internal 90d, confidential
+// 60d, restricted 30d). Zero for public and unknown levels.
+func DefaultRotateAfterFor(level string) time.Duration {
+	switch level {
+	case LevelInternal:
+		return DefaultRotateAfter
+	case LevelConfidential:
+		return DefaultRotateAfterConfidential
+	case LevelRestricted:
+		return DefaultRotateAfterRestricted
+	}
+	return 0
+}
 
 // Load reads, parses and validates the configuration file at path, including
 // checks that the files it names exist. Relative paths in the file are

@@ -133,6 +133,14 @@ key_label = "k"
 		{"keystore required when encrypting", up + kekHSM + "[classification.confidential]\nkek = \"hsm\"\n", []want{{10, "keystore.dsn: required because [classification.confidential] encrypts"}}},
 		{"rotation bounds", up + "[keystore]\ndsn = \"host=h\"\n" + kekHSM + "[classification.confidential]\nkek = \"hsm\"\nrotate_after_encryptions = 5_000_000_000\nrotate_after = \"-1d\"\n",
 			[]want{{14, "rotate_after_encryptions: 5000000000 is outside 1..4294967296"}, {15, `invalid duration "-1d"`}}},
+		{"rotation check interval", up + "[rotation]\ncheck_interval = \"250ms\"\n", nil},
+		{"rotation check interval bounds", up + "[rotation]\ncheck_interval = \"10ms\"\n", []want{{4, "rotation.check_interval: 10ms is outside 100ms..24h0m0s"}}},
+		{"rotation check interval too long", up + "[rotation]\ncheck_interval = \"2d\"\n", []want{{4, "rotation.check_interval: 48h0m0s is outside"}}},
+		{"rotation check interval type", up + "[rotation]\ncheck_interval = 60\n", []want{{4, "rotation.check_interval: must be a duration string"}}},
+		{"rotation check interval zero", up + "[rotation]\ncheck_interval = \"0s\"\n", []want{{4, "must be greater than zero"}}},
+		{"rotation unknown key", up + "[rotation]\ninterval = \"1m\"\n", []want{{4, "rotation.interval: unknown key (known keys: check_interval)"}}},
+		{"rotation typo", up + "[rotation]\ncheck_intervall = \"1m\"\n", []want{{4, `rotation.check_intervall: unknown key (did you mean "check_interval"?)`}}},
+		{"rotation is not a table", "rotation = \"1m\"\n" + up, []want{{1, "rotation: must be a table"}}},
 		{"plaintext roles", up + "[keystore]\ndsn = \"host=h\"\n" + kekHSM + "[classification.confidential]\nkek = \"hsm\"\nplaintext_roles = [\"app\", 7,\n  \"app\"]\n",
 			[]want{{14, "plaintext_roles[2]: must be a string, not an integer"}}},
 		{"plaintext roles duplicate", up + "[keystore]\ndsn = \"host=h\"\n" + kekHSM + "[classification.confidential]\nkek = \"hsm\"\nplaintext_roles = [\"app\", \"app\"]\n",
@@ -280,6 +288,9 @@ func TestExample(t *testing.T) {
 	if r := cfg.Classifications[LevelRestricted]; r.RotateAfterEncryptions != DefaultRotateAfterEncryptions {
 		t.Errorf("restricted default rotate_after_encryptions = %d", r.RotateAfterEncryptions)
 	}
+	if cfg.Rotation.CheckInterval != time.Minute {
+		t.Errorf("rotation.check_interval = %v, want 1m", cfg.Rotation.CheckInterval)
+	}
 	if p := cfg.Classifications[LevelPublic]; p.Encrypted() || p.KEK != "" {
 		t.Errorf("public = %+v", p)
 	}
@@ -329,6 +340,52 @@ kek = "k"
 	c := cfg.Classifications[LevelInternal]
 	if c.RotateAfter != DefaultRotateAfter || c.RotateAfterEncryptions != 1<<30 || c.OnDenied != OnDeniedError || len(c.PlaintextRoles) != 0 {
 		t.Errorf("classification defaults = %+v", c)
+	}
+	if cfg.Rotation.CheckInterval != time.Minute {
+		t.Errorf("rotation.check_interval default = %v, want 1m", cfg.Rotation.CheckInterval)
+	}
+}
+
+// The key-management policy rotates every 30 to 90 days, more often for
+// more sensitive data: each level gets its own rotate_after default, and
+// every level the same count limit, a quarter of the AES-GCM bound.
+func TestRotationDefaultsPerLevel(t *testing.T) {
+	cfg, err := Parse("x.toml", []byte(`[upstream]
+addr = "h:1"
+[keystore]
+dsn = "host=h"
+[kek.k]
+type = "awskms"
+key_id = "alias/k"
+[classification.public]
+[classification.internal]
+kek = "k"
+[classification.confidential]
+kek = "k"
+[classification.restricted]
+kek = "k"
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const day = 24 * time.Hour
+	want := map[string]time.Duration{LevelInternal: 90 * day, LevelConfidential: 60 * day, LevelRestricted: 30 * day}
+	prev := time.Duration(1 << 62)
+	for _, level := range Levels()[1:] {
+		c := cfg.Classifications[level]
+		if c.RotateAfter != want[level] || DefaultRotateAfterFor(level) != want[level] {
+			t.Errorf("%s: rotate_after default %v (DefaultRotateAfterFor %v), want %v", level, c.RotateAfter, DefaultRotateAfterFor(level), want[level])
+		}
+		if c.RotateAfter < 30*day || c.RotateAfter > 90*day || c.RotateAfter >= prev {
+			t.Errorf("%s: rotate_after default %v is outside the policy (30 to 90 days, shorter for higher levels)", level, c.RotateAfter)
+		}
+		prev = c.RotateAfter
+		if c.RotateAfterEncryptions != DefaultRotateAfterEncryptions || c.RotateAfterEncryptions > maxEncryptionsPerKey/4 {
+			t.Errorf("%s: rotate_after_encryptions default %d", level, c.RotateAfterEncryptions)
+		}
+	}
+	if p := cfg.Classifications[LevelPublic]; p.RotateAfter != 0 || p.RotateAfterEncryptions != 0 || DefaultRotateAfterFor(LevelPublic) != 0 {
+		t.Errorf("public has rotation settings: %+v", p)
 	}
 }
 

@@ -6,16 +6,18 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 )
 
 // Known keys per section, in the order of DESIGN.md §3.
 var (
-	rootKeys     = []string{"server", "upstream", "keystore", "kek", "classification", "column", "log"}
+	rootKeys     = []string{"server", "upstream", "keystore", "kek", "classification", "rotation", "column", "log"}
 	serverKeys   = []string{"listen", "tls_cert", "tls_key", "shutdown_timeout", "handshake_timeout", "max_message_len", "event_loops"}
 	upstreamKeys = []string{"addr", "tls", "tls_ca", "tls_server_name"}
 	keystoreKeys = []string{"dsn", "audit_sink"}
 	kekKeys      = []string{"type", "module", "token_label", "pin_env", "key_label", "key_file", "key_id", "region", "endpoint"}
 	classKeys    = []string{"kek", "rotate_after", "rotate_after_encryptions", "plaintext_roles", "on_denied"}
+	rotationKeys = []string{"check_interval"}
 	columnKeys   = []string{"table", "column", "type", "classification", "search", "context"}
 	logKeys      = []string{"level", "format"}
 
@@ -44,6 +46,13 @@ var (
 
 const maxEncryptionsPerKey = 1 << 32 // NIST SP 800-38D bound for AES-GCM with random nonces
 
+// Bounds of [rotation] check_interval: often enough for tests, and at
+// least daily so that a due rotation waits at most a day.
+const (
+	minCheckInterval = 100 * time.Millisecond
+	maxCheckInterval = 24 * time.Hour
+)
+
 func defaults() *Config {
 	return &Config{
 		Server: Server{
@@ -55,6 +64,7 @@ func defaults() *Config {
 		Upstream:        Upstream{TLS: DefaultUpstreamTLS},
 		KEKs:            map[string]KEK{},
 		Classifications: map[string]Classification{},
+		Rotation:        Rotation{CheckInterval: DefaultRotationCheckInterval},
 		Log:             Log{Level: DefaultLogLevel},
 	}
 }
@@ -83,6 +93,9 @@ func (d *decoder) decodeRoot(root *table) *Config {
 		d.named(t, "classification", func(name string, nt *table) {
 			cfg.Classifications[name] = d.decodeClassification(name, nt)
 		})
+	}
+	if t := s.subtable("rotation"); t != nil {
+		d.decodeRotation(t, &cfg.Rotation)
 	}
 	if e := s.get("column"); e != nil {
 		d.decodeColumns(e, cfg)
@@ -223,7 +236,7 @@ func (d *decoder) decodeClassification(name string, t *table) Classification {
 		s.finish()
 		return c
 	}
-	c.RotateAfter = DefaultRotateAfter
+	c.RotateAfter = DefaultRotateAfterFor(name)
 	c.RotateAfterEncryptions = DefaultRotateAfterEncryptions
 	c.OnDenied = DefaultOnDenied
 	if !s.str("kek", &c.KEK) && t.get("kek") == nil {
@@ -254,6 +267,18 @@ func (d *decoder) decodeClassification(name string, t *table) Classification {
 	s.enum("on_denied", &c.OnDenied, onDeniedModes...)
 	s.finish()
 	return c
+}
+
+func (d *decoder) decodeRotation(t *table, r *Rotation) {
+	s := d.section(t, "rotation", rotationKeys...)
+	iv := r.CheckInterval
+	s.duration("check_interval", &iv)
+	if iv < minCheckInterval || iv > maxCheckInterval {
+		d.add(d.lineOf("rotation.check_interval"), "rotation.check_interval: %v is outside %v..%v", iv, minCheckInterval, maxCheckInterval)
+	} else {
+		r.CheckInterval = iv
+	}
+	s.finish()
 }
 
 func (d *decoder) decodeColumns(e *entry, cfg *Config) {

@@ -27,32 +27,46 @@ const auditCloseTimeout = 10 * time.Second
 // encryption is what serve builds when a column is encrypted: the proxy's
 // Encryption and the resources behind it, which close releases in order.
 type encryption struct {
-	enc      *proxy.Encryption
-	keys     *keys.Source
-	catalogs *catalog.Source
-	audits   *keyring.AuditQueue // nil without a classification that audits reads
-	log      zerolog.Logger
+	enc          *proxy.Encryption
+	keys         *keys.Source
+	stopRotation func() // stops the rotation scheduler, releasing its leadership
+	catalogs     *catalog.Source
+	audits       *keyring.AuditQueue // nil without a classification that audits reads
+	log          zerolog.Logger
 }
 
 // startEncryption builds the key source (running: NOTIFY, poll, counter
-// flushes), the catalog source over the [keystore] dsn's server, the read
-// auditor and the policies of every encrypting classification. store
-// stays open until after close.
+// flushes), the rotation scheduler (running until ctx ends), the catalog
+// source over the [keystore] dsn's server, the read auditor and the
+// policies of every encrypting classification. store stays open until
+// after close.
 func startEncryption(ctx context.Context, cfg *config.Config, store *keyring.Store, log zerolog.Logger) (*encryption, error) {
 	policies, err := policies(cfg)
 	if err != nil {
 		return nil, usageErr(err)
 	}
-	src, err := keys.New(keys.Opts{Store: store, Logger: log.With().Str("component", "keys").Logger()})
+	src, err := keys.New(keys.Opts{
+		Store:         store,
+		FlushInterval: counterFlushInterval(cfg),
+		Logger:        log.With().Str("component", "keys").Logger(),
+	})
 	if err != nil {
 		return nil, err
 	}
 	// Run follows the key store until close, not until the shutdown
 	// signal: sessions still draining must see key state changes.
 	go func() { _ = src.Run(context.WithoutCancel(ctx)) }()
+	// The scheduler stops at the shutdown signal: a proxy on its way out
+	// hands the leadership to one that keeps running.
+	stopRotation, err := startRotation(ctx, cfg, store, log)
+	if err != nil {
+		_ = src.Close()
+		return nil, err
+	}
 
 	resolver, err := catalog.NewResolver(catalog.ResolverOpts{Columns: encryptedColumns(cfg)})
 	if err != nil {
+		stopRotation()
 		_ = src.Close()
 		return nil, err
 	}
@@ -68,12 +82,13 @@ func startEncryption(ctx context.Context, cfg *config.Config, store *keyring.Sto
 		},
 	})
 	if err != nil {
+		stopRotation()
 		_ = src.Close()
 		return nil, usageErr(fmt.Errorf("%s: [keystore] dsn: %w", cfg.File, err))
 	}
 	warnCatalogServer(cfg, catLog)
 
-	e := &encryption{keys: src, catalogs: cats, log: log}
+	e := &encryption{keys: src, stopRotation: stopRotation, catalogs: cats, log: log}
 	e.enc = &proxy.Encryption{Catalogs: cats, Keys: proxyKeys{src}, Policies: policies}
 	for _, p := range policies {
 		if p.AuditReads {
@@ -92,10 +107,12 @@ func startEncryption(ctx context.Context, cfg *config.Config, store *keyring.Sto
 	return e, nil
 }
 
-// close stops the key source (flushing the encryption counters), writes
-// the queued read audits and closes the catalog connections. Call it once
-// the proxy has stopped.
+// close stops the rotation scheduler (if the shutdown signal has not
+// already), the key source (flushing the encryption counters), writes the
+// queued read audits and closes the catalog connections. Call it once the
+// proxy has stopped.
 func (e *encryption) close() {
+	e.stopRotation()
 	if err := e.keys.Close(); err != nil {
 		e.log.Warn().Err(err).Msg("encryption counters not flushed at shutdown")
 	}
