@@ -20,7 +20,9 @@
 //	                  wrapped it, created_at/by, activated_at, state_changed_at/by/
 //	                  role, state_reason, prior_state, deletion_after, deleted_at,
 //	                  rewrapped_at, encryptions (approximate)
-//	reencrypt_jobs    re-encryption job records (issue 6)
+//	reencrypt_jobs    re-encryption job records: one column, key ring, versions,
+//	                  state, cursor (last_pk), counters, owner and heartbeat; at
+//	                  most one open job per column (jobs.go, package reencrypt)
 //	audit_log         the hash chain; audit_head its head; audit_checkpoints
 //	schema_migrations applied migrations
 //
@@ -65,6 +67,18 @@
 //
 // Every change is attributed (StoreOpts.Actor and the database role),
 // timestamped, and appended to the audit log in the same transaction.
+// RetireForced and ScheduleDeletionForced are the same changes made
+// although the caller counted rows still referencing the version (or did
+// not count): they add a key.forced entry with the counts.
+//
+// # Re-encryption jobs
+//
+// ClaimJob gives a run the open job of a column (creating it, resuming a
+// paused or abandoned one, superseding one for other versions, or taking
+// over a live one when asked); UpdateJob records the cursor and counters
+// after each batch, HeartbeatJob keeps the claim alive, FinishJob ends it.
+// A run that lost its job gets ErrJobLost. Starts, ends and takeovers are
+// audited (reencrypt.start, reencrypt.finish, reencrypt.force).
 //
 // # DEKs
 //

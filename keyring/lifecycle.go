@@ -186,7 +186,13 @@ func (s *Store) SetState(ctx context.Context, ring string, version uint32, to St
 		v, _, err := s.Disable(ctx, ring, version, reason)
 		return v, err
 	}
-	return s.changeState(ctx, "set state", ring, version, func(t *txn, kr Keyring, v Version) (Version, error) {
+	return s.changeState(ctx, "set state", ring, version, setStateFn(ctx, to, reason))
+}
+
+// setStateFn is SetState's change of a locked version (to is neither
+// disabled nor invalid).
+func setStateFn(ctx context.Context, to State, reason string) func(t *txn, kr Keyring, v Version) (Version, error) {
+	return func(t *txn, kr Keyring, v Version) (Version, error) {
 		if v.State == to {
 			return v, nil
 		}
@@ -207,7 +213,7 @@ func (s *Store) SetState(ctx context.Context, ring string, version uint32, to St
 			return t.transition(ctx, kr, v, to, reason, nil)
 		}
 		return Version{}, terr
-	})
+	}
 }
 
 // Disable blocks every use of a version at once (compromise response). If
@@ -244,13 +250,19 @@ func (s *Store) ScheduleDeletion(ctx context.Context, ring string, version uint3
 		return Version{}, fmt.Errorf("keyring: schedule deletion of %s version %d: %w: %v is outside 7 to 30 days",
 			ring, version, ErrDeletionWindow, window)
 	}
-	return s.changeState(ctx, "schedule deletion of", ring, version, func(t *txn, kr Keyring, v Version) (Version, error) {
+	return s.changeState(ctx, "schedule deletion of", ring, version, scheduleDeletionFn(ctx, window, reason))
+}
+
+// scheduleDeletionFn is ScheduleDeletion's change of a locked version
+// (window already checked).
+func scheduleDeletionFn(ctx context.Context, window time.Duration, reason string) func(t *txn, kr Keyring, v Version) (Version, error) {
+	return func(t *txn, kr Keyring, v Version) (Version, error) {
 		if v.State != StateRetired && v.State != StateDisabled {
 			return Version{}, &TransitionError{Keyring: kr.Name, Version: v.Version, From: v.State, To: StatePendingDeletion,
 				Why: "only a retired or disabled version can be scheduled for deletion"}
 		}
 		return t.transition(ctx, kr, v, StatePendingDeletion, reason, &window)
-	})
+	}
 }
 
 // CancelDeletion returns a pending_deletion version to the state it had

@@ -18,7 +18,7 @@ func testAuditVerifyTamper(t *testing.T, c *pgtest.Cluster) {
 	e.ok("keys", "init")
 	e.ok("keys", "rotate", "internal")
 	e.ok("keys", "rotate", "internal:search")
-	e.ok("keys", "set-state", "internal", "1", "retired", "--yes")
+	e.ok("keys", "set-state", "internal", "1", "retired", "--yes", "--dsn", e.dsn)
 
 	type report struct {
 		Intact   bool  `json:"intact"`

@@ -24,6 +24,7 @@ type keysCmd struct {
 	CancelDeletion   keysCancelDeletionCmd   `cmd:"" name:"cancel-deletion" help:"Cancel a scheduled deletion; the version returns to retired (or disabled)."`
 	DestroyDue       keysDestroyDueCmd       `cmd:"" name:"destroy-due" help:"Destroy (crypto-shred) every version whose deletion window has ended."`
 	ExportWrapped    keysExportWrappedCmd    `cmd:"" name:"export-wrapped" help:"Export the wrapped DEKs and their metadata as JSON, for backup (never a plaintext key)."`
+	Compromise       keysCompromiseCmd       `cmd:"" help:"Compromise response: disable a version at once, re-encrypt its rows, schedule its destruction (resumable)."`
 }
 
 // Help is the detailed help of `pgcloak keys --help`.

@@ -36,14 +36,14 @@ func testKeysConfirmNonTerminal(t *testing.T, c *pgtest.Cluster) {
 	withStdin(t, r)
 	before := e.states()
 	for _, args := range [][]string{
-		{"keys", "set-state", "internal", "1", "retired"},
+		{"keys", "set-state", "internal", "1", "retired", "--dsn", e.dsn},
 		{"keys", "set-state", "internal", "2", "disabled"},
 		{"kek", "rotate", "--from", "dev", "--to", "dev2"},
 	} {
 		e.fails(exitUsage, `refusing to .* without confirmation: stdin is not a terminal; pass --yes`, args...)
 	}
-	e.ok("keys", "set-state", "internal", "1", "retired", "--yes")
-	e.fails(exitUsage, `stdin is not a terminal; pass --yes`, "keys", "schedule-deletion", "internal", "1", "--in", "10d")
+	e.ok("keys", "set-state", "internal", "1", "retired", "--yes", "--dsn", e.dsn)
+	e.fails(exitUsage, `stdin is not a terminal; pass --yes`, "keys", "schedule-deletion", "internal", "1", "--in", "10d", "--dsn", e.dsn)
 	after := e.states()
 	before["internal/1"] = "retired"
 	if fmt.Sprint(before) != fmt.Sprint(after) {
@@ -67,7 +67,7 @@ func testKeysConfirmTerminal(t *testing.T, c *pgtest.Cluster) {
 		}
 	}
 	answer("n")
-	code, out, errOut := e.cli("keys", "set-state", "internal", "1", "retired")
+	code, out, errOut := e.cli("keys", "set-state", "internal", "1", "retired", "--dsn", e.dsn)
 	if code != exitRuntime || !strings.Contains(errOut, "About to set internal version 1 (decrypt_only) to retired") ||
 		!strings.Contains(errOut, "aborted: not confirmed") {
 		t.Fatalf("answer n: exit %d\n%s%s", code, out, errOut)
@@ -76,7 +76,7 @@ func testKeysConfirmTerminal(t *testing.T, c *pgtest.Cluster) {
 		t.Fatalf("declined set-state changed the state to %s", st)
 	}
 	answer("yes")
-	if code, out, errOut := e.cli("keys", "set-state", "internal", "1", "retired"); code != 0 || !strings.Contains(out, "retired (was decrypt_only)") {
+	if code, out, errOut := e.cli("keys", "set-state", "internal", "1", "retired", "--dsn", e.dsn); code != 0 || !strings.Contains(out, "retired (was decrypt_only)") {
 		t.Fatalf("answer yes: exit %d\n%s%s", code, out, errOut)
 	}
 }

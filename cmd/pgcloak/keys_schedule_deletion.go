@@ -10,18 +10,22 @@ import (
 	"github.com/pgcloak/pgcloak/keyring"
 )
 
-// keysScheduleDeletionCmd: pgcloak keys schedule-deletion RING VERSION --in 14d [--reason TEXT] [--yes] [--json]
+// keysScheduleDeletionCmd: pgcloak keys schedule-deletion RING VERSION --in 14d
+// [--dsn DSN] [--force] [--reason TEXT] [--yes] [--json]
 //
 // Moves a retired or disabled version to pending_deletion; `keys
 // destroy-due` destroys it once the window (7 to 30 days) has ended,
-// unless `keys cancel-deletion` comes first. Asks for confirmation. A
-// window outside 7–30 days, or a version in another state, is refused
-// with exit code 3.
+// unless `keys cancel-deletion` comes first. Counts the rows that still
+// reference the version in the --dsn database first and refuses (exit 3)
+// while any remain, unless --force. Asks for confirmation. A window
+// outside 7–30 days, or a version in another state, is refused with exit
+// code 3.
 type keysScheduleDeletionCmd struct {
 	Ring      string `arg:"" help:"Key ring."`
 	Version   uint32 `arg:"" help:"Key version (retired or disabled)."`
 	In        string `name:"in" required:"" placeholder:"DURATION" help:"Deletion window, 7d to 30d (e.g. 14d, or 336h)."`
 	Reason    string `help:"Why (recorded in the audit log)."`
+	RefsFlags `embed:""`
 	ActorFlag `embed:""`
 	YesFlag   `embed:""`
 	JSONFlag  `embed:""`
@@ -30,6 +34,8 @@ type keysScheduleDeletionCmd struct {
 // Help is the detailed help of `pgcloak keys schedule-deletion --help`.
 func (c *keysScheduleDeletionCmd) Help() string {
 	return `Only a retired or disabled version can be scheduled. During the window the version stays unusable and the deletion can be cancelled (pgcloak keys cancel-deletion); afterwards pgcloak keys destroy-due destroys its wrapped DEK, and every value encrypted under it becomes unreadable for good.
+
+` + refsExitHelp + `
 
 ` + exitCodesHelp
 }
@@ -54,13 +60,26 @@ func (c *keysScheduleDeletionCmd) Run(g *globals) error {
 	if err != nil {
 		return storeErr(err)
 	}
+	var forced *keyring.Override
 	if cur.State == keyring.StateRetired || cur.State == keyring.StateDisabled {
+		cfg, err := g.loadConfig("", false)
+		if err != nil {
+			return err
+		}
+		if forced, err = checkReferences(g, cfg, c.RefsFlags, ring, c.Version, "schedule the deletion of"); err != nil {
+			return err
+		}
 		what := fmt.Sprintf("schedule %s version %d for destruction in %s (cancellable until then); afterwards every value encrypted under it is unreadable", c.Ring, c.Version, fmtWindow(window))
 		if err := confirm(g, c.Yes, what); err != nil {
 			return err
 		}
 	}
-	v, err := store.ScheduleDeletion(g.ctx, c.Ring, c.Version, window, c.Reason)
+	var v keyring.Version
+	if forced != nil {
+		v, err = store.ScheduleDeletionForced(g.ctx, c.Ring, c.Version, window, c.Reason, *forced)
+	} else {
+		v, err = store.ScheduleDeletion(g.ctx, c.Ring, c.Version, window, c.Reason)
+	}
 	if err != nil {
 		return storeErr(err)
 	}

@@ -6,19 +6,23 @@ import (
 	"github.com/pgcloak/pgcloak/keyring"
 )
 
-// keysSetStateCmd: pgcloak keys set-state RING VERSION STATE [--reason TEXT] [--yes] [--json]
+// keysSetStateCmd: pgcloak keys set-state RING VERSION STATE [--dsn DSN]
+// [--force] [--reason TEXT] [--yes] [--json]
 //
 // STATE is decrypt_only (re-enable a retired or disabled version), retired
 // (no use at all) or disabled (compromise: blocks every use at once; the
 // active version is replaced by a new one in the same transaction).
-// Retiring or disabling asks for confirmation. Other transitions have
-// their own verbs (rotate, schedule-deletion, cancel-deletion,
-// destroy-due); the lifecycle refuses the rest with exit code 3.
+// Retiring or disabling asks for confirmation. Retiring first counts the
+// rows that still reference the version in the --dsn database and refuses
+// (exit 3) while any remain, unless --force. Other transitions have their
+// own verbs (rotate, schedule-deletion, cancel-deletion, destroy-due); the
+// lifecycle refuses the rest with exit code 3.
 type keysSetStateCmd struct {
 	Ring      string `arg:"" help:"Key ring."`
 	Version   uint32 `arg:"" help:"Key version."`
 	State     string `arg:"" help:"New state: decrypt_only, retired or disabled."`
 	Reason    string `help:"Why (recorded in the audit log)."`
+	RefsFlags `embed:""`
 	ActorFlag `embed:""`
 	YesFlag   `embed:""`
 	JSONFlag  `embed:""`
@@ -26,7 +30,9 @@ type keysSetStateCmd struct {
 
 // Help is the detailed help of `pgcloak keys set-state --help`.
 func (c *keysSetStateCmd) Help() string {
-	return `decrypt_only re-enables a retired or disabled version for reading; retired stops every use of a version (after its rows were re-encrypted); disabled blocks a compromised version at once, and if it was the active one a new active version is created in the same transaction. Retiring and disabling ask for confirmation (--yes to skip). The active version leaves active only by rotation; pending deletion and deletion have their own verbs.
+	return `decrypt_only re-enables a retired or disabled version for reading; retired stops every use of a version (after its rows were re-encrypted: pgcloak reencrypt); disabled blocks a compromised version at once, and if it was the active one a new active version is created in the same transaction (for the whole compromise response see pgcloak keys compromise). Retiring and disabling ask for confirmation (--yes to skip). The active version leaves active only by rotation; pending deletion and deletion have their own verbs.
+
+Retiring: ` + refsExitHelp + `
 
 ` + exitCodesHelp
 }
@@ -51,6 +57,16 @@ func (c *keysSetStateCmd) Run(g *globals) error {
 	// Ask only for a change the lifecycle can make: a refusal is reported
 	// without a prompt.
 	allowed := keyring.CanTransition(cur.State, to) || (to == keyring.StateDisabled && cur.State == keyring.StateActive)
+	var forced *keyring.Override
+	if allowed && to == keyring.StateRetired {
+		cfg, err := g.loadConfig("", false)
+		if err != nil {
+			return err
+		}
+		if forced, err = checkReferences(g, cfg, c.RefsFlags, ring, c.Version, "retire"); err != nil {
+			return err
+		}
+	}
 	if allowed && (to == keyring.StateRetired || to == keyring.StateDisabled) {
 		what := fmt.Sprintf("set %s version %d (%s) to %s: every use of this version stops at once", c.Ring, c.Version, cur.State, to)
 		if cur.State == keyring.StateActive {
@@ -64,9 +80,12 @@ func (c *keysSetStateCmd) Run(g *globals) error {
 		v         keyring.Version
 		newActive *keyring.Version
 	)
-	if to == keyring.StateDisabled {
+	switch {
+	case to == keyring.StateDisabled:
 		v, newActive, err = store.Disable(g.ctx, c.Ring, c.Version, c.Reason)
-	} else {
+	case forced != nil:
+		v, err = store.RetireForced(g.ctx, c.Ring, c.Version, c.Reason, *forced)
+	default:
 		v, err = store.SetState(g.ctx, c.Ring, c.Version, to, c.Reason)
 	}
 	if err != nil {

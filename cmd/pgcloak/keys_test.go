@@ -319,7 +319,7 @@ func testKeysLifecycle(t *testing.T, c *pgtest.Cluster) {
 	e.ok("keys", "rotate", "internal")
 	e.fails(exitRefused, `decrypt_only → active is not allowed: a version never becomes active again`,
 		"keys", "set-state", "internal", "1", "active")
-	out := e.ok("keys", "set-state", "internal", "1", "retired", "--reason", "rows re-encrypted", "--yes")
+	out := e.ok("keys", "set-state", "internal", "1", "retired", "--reason", "rows re-encrypted", "--yes", "--dsn", e.dsn)
 	if !strings.Contains(out, "internal version 1: retired (was decrypt_only)") {
 		t.Errorf("set-state retired:\n%s", out)
 	}
@@ -334,7 +334,7 @@ func testKeysLifecycle(t *testing.T, c *pgtest.Cluster) {
 	if st := e.states()["internal/1"]; st != "retired" {
 		t.Fatalf("after refused schedules: %s", st)
 	}
-	sched := decodeJSON[versionJSON](t, e.ok("keys", "schedule-deletion", "internal", "1", "--in", "14d", "--yes", "--json"))
+	sched := decodeJSON[versionJSON](t, e.ok("keys", "schedule-deletion", "internal", "1", "--in", "14d", "--yes", "--json", "--dsn", e.dsn))
 	if sched.State != "pending_deletion" || sched.PriorState != "retired" {
 		t.Fatalf("schedule-deletion --json: %+v", sched)
 	}
@@ -345,7 +345,7 @@ func testKeysLifecycle(t *testing.T, c *pgtest.Cluster) {
 		t.Errorf("cancel-deletion:\n%s", out)
 	}
 	e.fails(exitRefused, `not pending deletion`, "keys", "cancel-deletion", "internal", "1")
-	e.ok("keys", "schedule-deletion", "internal", "1", "--in", "7d", "--yes")
+	e.ok("keys", "schedule-deletion", "internal", "1", "--in", "7d", "--yes", "--dsn", e.dsn)
 
 	// Nothing is due yet: destroy-due destroys nothing.
 	if out := e.ok("keys", "destroy-due", "--yes"); !strings.Contains(out, "nothing to destroy") {

@@ -21,7 +21,10 @@ import (
 //	   "FILE:LINE: message", one per line), unusable TLS files, a destructive
 //	   key verb without --yes when stdin is not a terminal
 //	3  refused by the key lifecycle: an illegal state transition, a deletion
-//	   window outside 7–30 days, a key ring that does not match the config
+//	   window outside 7–30 days, a key ring that does not match the config,
+//	   rows that still reference a version being retired
+//	130 reencrypt and keys compromise interrupted by SIGINT/SIGTERM: the job
+//	   is paused; running the command again resumes it
 const (
 	exitOK      = 0
 	exitRuntime = 1
