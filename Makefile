@@ -42,7 +42,9 @@ demo: deps
 dev: deps
 	$(GO) run ./cmd/pgcloak dev
 
-# Interleaved pgbench: direct vs PgBouncer vs pgcloak. Results in bench/results/.
+# Interleaved pgbench: direct vs PgBouncer vs pgcloak (pass-through), and two
+# encrypted columns vs plaintext through pgcloak. Results in bench/results/.
+# Smoke: make bench BENCHFLAGS="-rounds 1 -duration 3s -clients 8 -workloads enc-prepared,plain-prepared"
 BENCHFLAGS ?=
 bench: deps build
 	$(GO) run ./bench/cmd/pgbench-compare --pgcloak $(BIN) $(BENCHFLAGS)

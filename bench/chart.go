@@ -178,26 +178,60 @@ func (r *Report) CPUChart() Panels {
 		func(c Cell) float64 { return c.CPUPerTxnUs })
 }
 
+// panels draws one panel per workload, one bar series per target it ran
+// on. A workload and its baseline share one panel (a series per workload
+// and target), so that encrypted and plaintext read on the same scale.
 func (r *Report) panels(what, ylabel string, targets []string, metric func(Cell) float64) Panels {
 	s := r.Summary()
+	ws := r.Settings.Workloads
 	var ps Panels
-	for _, w := range r.Settings.Workloads {
-		ch := BarChart{Title: w.Title + ": " + what, YLabel: ylabel}
+	for _, w := range ws {
+		if slices.ContainsFunc(ws, func(x Workload) bool { return s.Baselines[x.Name] == w.Name }) {
+			continue // drawn with the workload it is the baseline of
+		}
+		// Paired panels use the short names: two titles do not fit.
+		group, title := []Workload{w}, w.Title
+		if base, ok := r.workload(s.Baselines[w.Name]); ok {
+			group, title = append(group, base), w.Name+" vs "+base.Name
+		}
+		on := 0
+		for _, t := range targets {
+			if w.RunsOn(t) {
+				on++
+			}
+		}
+		ch := BarChart{Title: title + ": " + what, YLabel: ylabel}
 		for _, c := range r.Settings.Clients {
 			ch.Categories = append(ch.Categories, fmt.Sprintf("%d clients", c))
 		}
-		for _, t := range targets {
-			series := BarSeries{Name: t, Color: targetColor(t)}
-			for _, c := range r.Settings.Clients {
-				v := math.NaN()
-				if cell, ok := s.Cell(w.Name, c, t); ok {
-					v = metric(cell)
+		for i, gw := range group {
+			for _, t := range targets {
+				if !gw.RunsOn(t) {
+					continue
 				}
-				series.Values = append(series.Values, v)
+				series := BarSeries{Name: t, Color: targetColor(t)}
+				if len(group) > 1 {
+					series.Name = gw.Name
+					if on > 1 {
+						series.Name += " on " + t
+					}
+					if i > 0 {
+						series.Color = baselineColor
+					}
+				}
+				for _, c := range r.Settings.Clients {
+					v := math.NaN()
+					if cell, ok := s.Cell(gw.Name, c, t); ok {
+						v = metric(cell)
+					}
+					series.Values = append(series.Values, v)
+				}
+				ch.Series = append(ch.Series, series)
 			}
-			ch.Series = append(ch.Series, series)
 		}
-		ps.Charts = append(ps.Charts, ch)
+		if len(ch.Series) > 0 {
+			ps.Charts = append(ps.Charts, ch)
+		}
 	}
 	return ps
 }
@@ -223,6 +257,10 @@ func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
 	}
 	return ticks
 }
+
+// baselineColor draws a baseline workload next to the one measured
+// against it: the first palette colour no target uses.
+var baselineColor = plotutil.Color(len(AllTargets()))
 
 // targetColor gives every known target the same colour in every chart.
 func targetColor(name string) color.Color {

@@ -98,3 +98,27 @@ func TestReportWriteFiles(t *testing.T) {
 		t.Errorf("cpu chart without a proxy: %+v", cpu)
 	}
 }
+
+// An encrypted workload and its baseline share one panel, so they are
+// drawn on the same scale; the baseline gets no panel of its own.
+func TestPairedWorkloadsSharePanels(t *testing.T) {
+	rep := sampleEncReport()
+	tps := rep.TPSChart()
+	if len(tps.Charts) != 1 {
+		t.Fatalf("%d panels: %+v", len(tps.Charts), tps.Charts)
+	}
+	ch := tps.Charts[0]
+	if ch.Title != "enc-prepared vs plain-prepared: TPS, median of 3" || len(ch.Series) != 2 ||
+		ch.Series[0].Name != "enc-prepared" || ch.Series[1].Name != "plain-prepared" ||
+		ch.Series[0].Values[0] != 9500 || ch.Series[1].Values[0] != 10000 || ch.Series[0].Color == ch.Series[1].Color {
+		t.Errorf("panel %+v", ch)
+	}
+	cpu := rep.CPUChart()
+	if len(cpu.Charts) != 1 || !approx(cpu.Charts[0].Series[0].Values[0], 60) || !approx(cpu.Charts[0].Series[1].Values[0], 40) {
+		t.Errorf("cpu panels %+v", cpu.Charts)
+	}
+	var b bytes.Buffer
+	if err := tps.WritePNG(&b); err != nil || b.Len() == 0 {
+		t.Errorf("png: %v", err)
+	}
+}

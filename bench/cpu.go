@@ -15,6 +15,8 @@ type ProcStat struct {
 	PPID    int
 	UTime   int64 // user time of all threads, in clock ticks
 	STime   int64 // system time of all threads, in clock ticks
+	CUTime  int64 // user time of the children it has waited for, in clock ticks
+	CSTime  int64 // system time of the children it has waited for, in clock ticks
 	Threads int
 }
 
@@ -39,7 +41,7 @@ func ParseProcStat(s string) (ProcStat, error) {
 	nums := []struct {
 		field int
 		dst   *int64
-	}{{14, &st.UTime}, {15, &st.STime}}
+	}{{14, &st.UTime}, {15, &st.STime}, {16, &st.CUTime}, {17, &st.CSTime}}
 	for _, n := range nums {
 		if *n.dst, err = strconv.ParseInt(f[n.field-3], 10, 64); err != nil {
 			return ProcStat{}, fmt.Errorf("bench: /proc stat: field %d: %w", n.field, err)
@@ -92,6 +94,31 @@ func (c CPUClock) ProcessCPU(pid int) (time.Duration, error) {
 		return 0, err
 	}
 	return c.Duration(st.UTime + st.STime), nil
+}
+
+// TreeCPU returns the CPU time consumed so far by process pid, by the
+// children it has reaped (cutime, cstime) and by its live children, and
+// how many children are alive. For PostgreSQL's postmaster that is the
+// whole server: a backend that has exited is in the postmaster's cutime
+// and cstime once reaped. A child that exits between the two readings
+// may be missed or counted twice; read it when the children are settled.
+func (c CPUClock) TreeCPU(pid int) (time.Duration, int, error) {
+	kids, err := ChildPIDs(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	var ticks int64
+	for _, k := range kids {
+		if st, err := ReadProcStat(k); err == nil {
+			ticks += st.UTime + st.STime + st.CUTime + st.CSTime
+		}
+	}
+	st, err := ReadProcStat(pid)
+	if err != nil {
+		return 0, 0, err
+	}
+	ticks += st.UTime + st.STime + st.CUTime + st.CSTime
+	return c.Duration(ticks), len(kids), nil
 }
 
 // ChildPIDs returns the processes whose parent is pid (by scanning /proc).

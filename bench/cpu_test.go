@@ -99,3 +99,53 @@ func TestThreadStatsSelf(t *testing.T) {
 		t.Errorf("%d thread stats for %d threads: %+v", len(ths), st.Threads, ths)
 	}
 }
+
+func TestParseProcStatChildTimes(t *testing.T) {
+	// Fields 14-17: utime=10 stime=20 cutime=300 cstime=4000.
+	line := "77 (postgres) S 1 77 77 0 -1 4194560 1000 0 0 0 10 20 300 4000 20 0 1 0 100 1000000 200 " +
+		"18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n"
+	st, err := ParseProcStat(line)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.UTime != 10 || st.STime != 20 || st.CUTime != 300 || st.CSTime != 4000 {
+		t.Errorf("got %+v", st)
+	}
+}
+
+// A child that burns CPU and is reaped lands in the parent's TreeCPU,
+// the way an exited PostgreSQL backend lands in the postmaster's.
+func TestTreeCPUCountsReapedChildren(t *testing.T) {
+	clock := NewCPUClock()
+	before, _, err := clock.TreeCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("sh", "-c", `i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done`)
+	if err := cmd.Run(); err != nil {
+		t.Skip("no sh:", err)
+	}
+	child := cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	if child < 50*time.Millisecond {
+		t.Skipf("the child used only %v of CPU", child)
+	}
+	after, _, err := clock.TreeCPU(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Ticks are coarse (10 ms at USER_HZ 100): allow two of them.
+	if got := after - before; got < child-2*clock.Duration(1) {
+		t.Errorf("TreeCPU grew by %v, the reaped child used %v", got, child)
+	}
+
+	// A live child is counted too.
+	sl := exec.Command("sleep", "30")
+	if err := sl.Start(); err != nil {
+		t.Skip("no sleep:", err)
+	}
+	defer func() { _ = sl.Process.Kill(); _ = sl.Wait() }()
+	_, n, err := clock.TreeCPU(os.Getpid())
+	if err != nil || n < 1 {
+		t.Errorf("live children %d, %v", n, err)
+	}
+}

@@ -2,15 +2,21 @@
 // it runs pgbench against PostgreSQL directly, through PgBouncer (session
 // pooling) and through pgcloak, interleaved in one run, and writes a
 // Markdown report, a JSON record and PNG charts under bench/results/.
+// Encrypted workloads run on a second pgcloak process, pgcloak-enc, that
+// has a key store, a KEK and encrypted columns, each against a plaintext
+// baseline through the same process.
 //
 // The package owns the orchestration (throwaway cluster, PgBouncer and
-// pgcloak processes, pgbench runs), the measurements (pgbench summary
-// output, per-transaction logs for latency percentiles, proxy CPU time from
-// /proc) and the reporting. Pure parts — output parsing, percentiles,
-// medians, rendering — are separate functions with unit tests; the command
-// bench/cmd/pgbench-compare only parses flags.
+// pgcloak processes, the key store and KEK of pgcloak-enc, pgbench runs),
+// the measurements (pgbench summary output, per-transaction logs for
+// latency percentiles, proxy and server CPU time from /proc, pgcloak's
+// shutdown counters) and the reporting. Pure parts — output parsing,
+// scheduling, percentiles, medians, rendering — are separate functions
+// with unit tests; the command bench/cmd/pgbench-compare only parses
+// flags.
 //
 // Workloads and targets are data (Workload, Target): a new workload is a
 // name, pgbench arguments, an optional custom script and optional setup
-// SQL, and may be restricted to some targets.
+// SQL, may be restricted to some targets and may name a baseline to be
+// measured against.
 package bench

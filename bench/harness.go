@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,8 +42,9 @@ type Config struct {
 	Goals         []Goal
 	// Setup, when set, runs once the cluster holds the pgbench tables and
 	// the workloads' setup SQL has run, before PgBouncer and pgcloak start.
-	// Encrypted workloads use it to prepare the key store and to configure
-	// pgcloak.
+	// Encrypted workloads use it (EncryptionSetup) to create their tables
+	// and KEK and to configure pgcloak-enc; workloads that run on
+	// TargetPgcloakEnc need it.
 	Setup func(ctx context.Context, env SetupEnv) (PgcloakExtra, error)
 
 	Label       string    // results file suffix, e.g. "passthrough"
@@ -71,10 +73,30 @@ func (c *Config) validate() error {
 	if len(c.Workloads) == 0 || len(c.Targets) == 0 {
 		errs = append(errs, fmt.Errorf("need at least one workload and one target"))
 	}
+	for _, w := range c.Workloads {
+		if len(c.Targets) > 0 && !slices.ContainsFunc(c.Targets, w.RunsOn) {
+			errs = append(errs, fmt.Errorf("workload %s runs on none of the targets %s", w.Name, strings.Join(c.Targets, ", ")))
+		}
+	}
+	if slices.Contains(c.usedTargets(), TargetPgcloakEnc) && c.Setup == nil {
+		errs = append(errs, fmt.Errorf("workloads on %s need Config.Setup (EncryptionSetup)", TargetPgcloakEnc))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
 	return nil
+}
+
+// usedTargets are the selected targets at least one workload runs on, in
+// presentation order: the only ones started.
+func (c *Config) usedTargets() []string {
+	var out []string
+	for _, t := range c.Targets {
+		if slices.ContainsFunc(c.Workloads, func(w Workload) bool { return w.RunsOn(t) }) {
+			out = append(out, t)
+		}
+	}
+	return out
 }
 
 // pgConf is the PostgreSQL configuration: enough connections for every
@@ -96,12 +118,35 @@ type SetupEnv struct {
 	User     string // the role pgbench connects as (md5 password)
 	Password string
 	DB       string // the database holding the pgbench tables
+	// PgcloakBinary is the pgcloak executable the targets run ("" when
+	// no pgcloak target is selected), for CLI verbs such as `kek create`.
+	PgcloakBinary string
 }
 
-// PgcloakExtra adds to pgcloak's generated configuration.
+// PgcloakExtra is what Config.Setup returns: the configuration of
+// pgcloak-enc on top of the pass-through one, and hooks around it. The
+// pass-through pgcloak never gets it.
 type PgcloakExtra struct {
 	TOML string   // appended to pgcloak.toml ([keystore], [kek.*], [[column]] …)
 	Env  []string // added to pgcloak's environment (e.g. the variable named by pin_env)
+	// Load, when set, runs once pgcloak-enc listens, before the warm-up:
+	// it writes the data that must go through pgcloak (encrypted columns
+	// then hold real envelopes).
+	Load func(ctx context.Context, env LoadEnv) error
+	// Close, when set, runs at the very end (e.g. removes an HSM token),
+	// also when Setup returned an error along with it.
+	Close func() error
+	// Description says how pgcloak-enc is set up (KEK, columns, data); it
+	// goes into the report.
+	Description string
+}
+
+// LoadEnv is what PgcloakExtra.Load gets: connection strings (as the
+// bench role, password included) through pgcloak-enc and straight to the
+// server.
+type LoadEnv struct {
+	ProxyDSN  string
+	DirectDSN string
 }
 
 // harness holds what the runs share.
@@ -111,9 +156,12 @@ type harness struct {
 	pgbench string
 	env     []string
 	clock   CPUClock
-	scripts map[string]string // workload name → script file
-	seq     int
-	notes   []string
+	// serverPID is PostgreSQL's postmaster, whose process tree is the
+	// server CPU of a run; 0 when unknown.
+	serverPID int
+	scripts   map[string]string // workload name → script file
+	seq       int
+	notes     []string
 }
 
 // Run executes the benchmark. On a failure after some runs it returns the
@@ -124,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := &Report{Label: cfg.Label, Started: time.Now(), CommandLine: cfg.CommandLine, Goals: cfg.Goals,
 		Settings: Settings{Rounds: cfg.Rounds, Duration: cfg.Duration, Warmup: cfg.Warmup, Scale: cfg.Scale,
-			Clients: cfg.Clients, Threads: cfg.Threads, Workloads: cfg.Workloads, Targets: cfg.Targets, PGConf: cfg.pgConf()}}
+			Clients: cfg.Clients, Threads: cfg.Threads, Workloads: cfg.Workloads, Targets: cfg.usedTargets(), PGConf: cfg.pgConf()}}
 	err := run(ctx, cfg, rep)
 	rep.Elapsed = time.Since(rep.Started)
 	rep.Machine.LoadAvgEnd = readTrim("/proc/loadavg")
@@ -139,7 +187,7 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 	if err != nil {
 		return fmt.Errorf("bench: %w", err)
 	}
-	want := func(t string) bool { return slices.Contains(cfg.Targets, t) }
+	want := func(t string) bool { return slices.Contains(rep.Settings.Targets, t) }
 	var bouncerBin string
 	if want(TargetPgBouncer) {
 		if bouncerBin, err = FindPgBouncer(); err != nil {
@@ -167,7 +215,7 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 	defer func() { rep.Notes = append(rep.Notes, h.notes...) }()
 
 	pgcloakBin := cfg.PgcloakBinary
-	if want(TargetPgcloak) && pgcloakBin == "" {
+	if (want(TargetPgcloak) || want(TargetPgcloakEnc)) && pgcloakBin == "" {
 		if modErr != nil {
 			return modErr
 		}
@@ -194,22 +242,36 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 		return fmt.Errorf("bench: create database: %w", err)
 	}
 	h.env = append(cleanEnv(os.Environ()), "PGPASSWORD="+password, "PGSSLMODE=disable", "PGGSSENCMODE=disable")
+	if h.serverPID, err = postmasterPID(cluster.DataDir()); err != nil {
+		h.notes = append(h.notes, "server CPU not measured: "+err.Error())
+	}
 	rep.Machine.PostgresVersion, rep.Notes = serverInfo(ctx, cluster.SuperDSN(), rep.Notes)
 
 	direct := Target{Name: TargetDirect, Host: "127.0.0.1", Port: cluster.Port()}
-	if err := h.initData(ctx, direct, cluster.DSN(benchUser, password, benchDB)); err != nil {
+	directDSN := cluster.DSN(benchUser, password, benchDB)
+	if err := h.initData(ctx, direct, directDSN); err != nil {
 		return err
 	}
 	var extra PgcloakExtra
 	if cfg.Setup != nil {
+		h.progressf("setting up encryption")
 		dir := filepath.Join(tmp, "setup")
 		if err := os.Mkdir(dir, 0o700); err != nil {
 			return fmt.Errorf("bench: %w", err)
 		}
-		env := SetupEnv{Cluster: cluster, Dir: dir, User: benchUser, Password: password, DB: benchDB}
-		if extra, err = cfg.Setup(ctx, env); err != nil {
+		env := SetupEnv{Cluster: cluster, Dir: dir, User: benchUser, Password: password, DB: benchDB, PgcloakBinary: pgcloakBin}
+		extra, err = cfg.Setup(ctx, env)
+		if extra.Close != nil {
+			defer func() {
+				if err := extra.Close(); err != nil {
+					h.notes = append(h.notes, "setup clean-up: "+err.Error())
+				}
+			}()
+		}
+		if err != nil {
 			return fmt.Errorf("bench: setup: %w", err)
 		}
+		rep.Settings.Encryption = extra.Description
 	}
 
 	var targets []Target
@@ -226,12 +288,7 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 		targets = append(targets, Target{Name: TargetPgBouncer, Host: "127.0.0.1", Port: b.Port, PID: b.PID})
 	}
 	if want(TargetPgcloak) {
-		dir := filepath.Join(tmp, "pgcloak")
-		if err := os.Mkdir(dir, 0o700); err != nil {
-			return fmt.Errorf("bench: %w", err)
-		}
-		p, err := StartPgcloak(ctx, PgcloakOpts{Binary: pgcloakBin, Dir: dir, Upstream: cluster.Addr(),
-			ExtraTOML: extra.TOML, Env: extra.Env})
+		p, err := h.startPgcloak(ctx, "pgcloak", pgcloakBin, cluster.Addr(), PgcloakExtra{})
 		if err != nil {
 			return err
 		}
@@ -239,13 +296,28 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 		rep.Machine.PgcloakVersion = p.Version
 		targets = append(targets, Target{Name: TargetPgcloak, Host: p.Host, Port: p.Port, PID: p.PID})
 	}
+	var enc *Pgcloak
+	if want(TargetPgcloakEnc) {
+		if enc, err = h.startPgcloak(ctx, "pgcloak-enc", pgcloakBin, cluster.Addr(), extra); err != nil {
+			return err
+		}
+		defer enc.Stop()
+		rep.Machine.PgcloakVersion = enc.Version
+		targets = append(targets, Target{Name: TargetPgcloakEnc, Host: enc.Host, Port: enc.Port, PID: enc.PID})
+		if extra.Load != nil {
+			h.progressf("loading data through %s", TargetPgcloakEnc)
+			if err := extra.Load(ctx, LoadEnv{ProxyDSN: h.dsn(enc, password), DirectDSN: directDSN}); err != nil {
+				return fmt.Errorf("bench: load through %s: %w", TargetPgcloakEnc, err)
+			}
+		}
+	}
 
 	if cfg.Warmup > 0 {
-		warm := Workload{Name: "warmup", Args: []string{"-S", "-M", "prepared"}, NoVacuum: true}
 		for _, t := range targets {
-			h.progressf("warming up %s for %s", t, cfg.Warmup)
+			warm := warmupWorkload(t.Name, cfg.Workloads)
+			h.progressf("warming up %s for %s (%s)", t, cfg.Warmup, warm.Title)
 			spec := RunSpec{Target: t, Workload: warm, Clients: slices.Max(cfg.Clients), Threads: cfg.Threads,
-				Duration: cfg.Warmup, DB: benchDB, User: benchUser}
+				Duration: cfg.Warmup, DB: benchDB, User: benchUser, ScriptFile: h.scripts[warm.Name]}
 			if _, _, err := h.runPgbench(ctx, spec, ""); err != nil {
 				return fmt.Errorf("bench: warm-up %s: %w", t.Name, err)
 			}
@@ -253,25 +325,16 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 	}
 
 	for r := 0; r < cfg.Rounds; r++ {
-		order := Rotate(targets, r)
-		for _, w := range cfg.Workloads {
-			for _, c := range cfg.Clients {
-				pos := 0
-				for _, t := range order {
-					if !w.RunsOn(t.Name) {
-						continue
-					}
-					pos++
-					run, err := h.measure(ctx, t, w, c)
-					if err != nil {
-						return fmt.Errorf("bench: round %d, %s, %d clients, %s: %w", r+1, w.Name, c, t.Name, err)
-					}
-					run.Round, run.Position = r+1, pos
-					rep.Runs = append(rep.Runs, run)
-					h.progressf("round %d/%d  %-16s c=%-3d %-10s %9.0f tps  avg %7.3f ms  p99 %7.3f ms  cpu %6s µs/txn  failed %d",
-						r+1, cfg.Rounds, w.Name, c, t.Name, run.TPS, run.LatAvgMs, run.LatP99Ms, fnum(run.CPUPerTxnUs(), 1), run.Failed)
-				}
+		for _, s := range Schedule(cfg.Workloads, cfg.Clients, targets, r) {
+			w, c, t := s.Workload, s.Clients, s.Target
+			run, err := h.measure(ctx, t, w, c)
+			if err != nil {
+				return fmt.Errorf("bench: round %d, %s, %d clients, %s: %w", r+1, w.Name, c, t.Name, err)
 			}
+			run.Round, run.Position = r+1, s.Position
+			rep.Runs = append(rep.Runs, run)
+			h.progressf("round %d/%d  %-16s c=%-3d %-11s %9.0f tps  avg %7.3f ms  p99 %7.3f ms  cpu %6s µs/txn  failed %d",
+				r+1, cfg.Rounds, w.Name, c, t.Name, run.TPS, run.LatAvgMs, run.LatP99Ms, fnum(run.CPUPerTxnUs(), 1), run.Failed)
 		}
 	}
 	for _, t := range targets {
@@ -279,7 +342,59 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 			h.noteProcess(t)
 		}
 	}
+	if enc != nil {
+		enc.Stop()
+		st, ok := enc.StoppedStats()
+		if !ok {
+			return fmt.Errorf("bench: %s logged no \"stopped\" line with its counters:\n%s", TargetPgcloakEnc, enc.logTail())
+		}
+		rep.EncStats = &st
+		h.checkEncStats(st, "the whole run")
+		if err := h.probe(ctx, rep, pgcloakBin, cluster.Addr(), extra); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// startPgcloak starts a pgcloak named name (its directory under tmp) with
+// the pass-through configuration plus extra.
+func (h *harness) startPgcloak(ctx context.Context, name, bin, upstream string, extra PgcloakExtra) (*Pgcloak, error) {
+	dir := filepath.Join(h.tmp, name)
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
+	}
+	return StartPgcloak(ctx, PgcloakOpts{Binary: bin, Dir: dir, Upstream: upstream, ExtraTOML: extra.TOML, Env: extra.Env})
+}
+
+// dsn connects to p as the bench role.
+func (h *harness) dsn(p *Pgcloak, password string) string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(benchUser, password), Host: p.Addr, Path: "/" + benchDB, RawQuery: "sslmode=disable"}
+	return u.String()
+}
+
+// warmupWorkload is what warms target up before the first round:
+// select-only (prepared) on the pgbench tables, except on a target where
+// only custom-script workloads run (pgcloak-enc), which warms up with the
+// first of them, so that its tables, keys and plans are warm too.
+func warmupWorkload(target string, ws []Workload) Workload {
+	sel := Workload{Name: "warmup", Title: "select-only, prepared", Args: []string{"-S", "-M", "prepared"}, NoVacuum: true}
+	var first *Workload
+	for i, w := range ws {
+		if !w.RunsOn(target) {
+			continue
+		}
+		if w.Script == "" {
+			return sel
+		}
+		if first == nil {
+			first = &ws[i]
+		}
+	}
+	if first == nil {
+		return sel
+	}
+	return *first
 }
 
 // initData runs `pgbench -i` and the workloads' setup SQL, directly.
@@ -348,6 +463,20 @@ func serverInfo(ctx context.Context, dsn string, notes []string) (string, []stri
 	}
 	row := res[0].Rows[0]
 	return string(row[0]), append(notes, "PostgreSQL settings in effect: "+string(row[1]))
+}
+
+// postmasterPID reads the first line of postmaster.pid.
+func postmasterPID(dataDir string) (int, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, fmt.Errorf("bench: %w", err)
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		return 0, fmt.Errorf("bench: postmaster.pid: bad pid %q", line)
+	}
+	return pid, nil
 }
 
 // cleanEnv drops libpq variables so only the harness decides where pgbench

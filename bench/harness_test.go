@@ -2,6 +2,9 @@ package bench
 
 import (
 	"context"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -64,6 +67,10 @@ func TestRunSmall(t *testing.T) {
 		if r.ProxyMeasured != (r.Target == TargetPgBouncer) {
 			t.Errorf("%s: proxy measured = %v", r.Target, r.ProxyMeasured)
 		}
+		// Every transaction costs the server something (tens of µs).
+		if !r.ServerMeasured || r.ServerCPUPerTxnUs() < 1 || r.ServerCPUPerTxnUs() > 10000 {
+			t.Errorf("%s %s: server CPU %v (measured %v) for %d transactions", r.Target, r.Workload, r.ServerCPU, r.ServerMeasured, r.Processed)
+		}
 		if r.Workload == "custom" && r.Target != TargetPgBouncer {
 			t.Errorf("custom workload ran on %s", r.Target)
 		}
@@ -85,5 +92,66 @@ func TestRunSmall(t *testing.T) {
 	}
 	if rep.Machine.PgBouncerVersion == "" || !strings.Contains(md.String(), "| custom script | 2 | pgbouncer |") {
 		t.Errorf("report:\n%s", md.String())
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	base := func() Config {
+		ws, _ := SelectWorkloads("select-simple,enc-prepared,plain-prepared", BuiltinWorkloads())
+		return Config{Rounds: 1, Duration: time.Second, Scale: 1, Clients: []int{8}, Threads: 1, Workloads: ws,
+			Targets: AllTargets(), Setup: func(context.Context, SetupEnv) (PgcloakExtra, error) { return PgcloakExtra{}, nil }}
+	}
+	c := base()
+	if err := c.validate(); err != nil {
+		t.Fatal(err)
+	}
+	c.Setup = nil
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "Config.Setup") {
+		t.Errorf("encrypted workloads without Setup: %v", err)
+	}
+	c = base()
+	c.Targets = []string{TargetDirect, TargetPgcloak}
+	if err := c.validate(); err == nil || !strings.Contains(err.Error(), "workload enc-prepared runs on none of the targets direct, pgcloak") {
+		t.Errorf("encrypted workloads without their target: %v", err)
+	}
+	// Only the targets some workload runs on are started.
+	c = base()
+	c.Workloads = c.Workloads[1:]
+	if got := c.usedTargets(); !slices.Equal(got, []string{TargetPgcloakEnc}) {
+		t.Errorf("used targets %v", got)
+	}
+	c.Setup = nil // pass-through only: no Setup needed
+	c.Workloads = base().Workloads[:1]
+	if got := c.usedTargets(); !slices.Equal(got, PassthroughTargets()) || c.validate() != nil {
+		t.Errorf("used targets %v, %v", got, c.validate())
+	}
+}
+
+func TestWarmupWorkload(t *testing.T) {
+	ws, _ := SelectWorkloads("enc-simple,plain-simple,select-prepared", BuiltinWorkloads())
+	if w := warmupWorkload(TargetPgcloak, ws); w.Name != "warmup" || !slices.Equal(w.Args, []string{"-S", "-M", "prepared"}) {
+		t.Errorf("pgcloak warms up with %+v", w)
+	}
+	if w := warmupWorkload(TargetPgcloakEnc, ws); w.Name != "enc-simple" {
+		t.Errorf("pgcloak-enc warms up with %s", w.Name)
+	}
+	if w := warmupWorkload(TargetPgcloakEnc, ws[2:]); w.Name != "warmup" {
+		t.Errorf("a target without workloads warms up with %s", w.Name)
+	}
+}
+
+func TestPostmasterPID(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := postmasterPID(dir); err == nil {
+		t.Error("no postmaster.pid: no error")
+	}
+	for content, want := range map[string]int{"4242\n/data\n1700000000\n5432\n": 4242, "x\n": 0, "": 0, "-3\n": 0} {
+		if err := os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := postmasterPID(dir)
+		if got != want || (err == nil) != (want != 0) {
+			t.Errorf("%q: %d, %v", content, got, err)
+		}
 	}
 }

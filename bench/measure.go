@@ -19,8 +19,13 @@ func (h *harness) measure(ctx context.Context, t Target, w Workload, clients int
 	spec := RunSpec{Target: t, Workload: w, Clients: clients, Threads: h.cfg.Threads, Duration: h.cfg.Duration,
 		DB: benchDB, User: benchUser, ScriptFile: h.scripts[w.Name], LogPrefix: filepath.Join(dir, "tx")}
 
-	var cpu0, cpu1 time.Duration
+	var cpu0, cpu1, srv0, srv1 time.Duration
 	var err error
+	kids0, srvOK := 0, h.serverPID != 0
+	if srvOK {
+		srv0, kids0, err = h.clock.TreeCPU(h.serverPID)
+		srvOK = err == nil
+	}
 	if t.PID != 0 {
 		if cpu0, err = h.clock.ProcessCPU(t.PID); err != nil {
 			return Measurement{}, err
@@ -36,6 +41,9 @@ func (h *harness) measure(ctx context.Context, t Target, w Workload, clients int
 		if cpu1, err = h.clock.ProcessCPU(t.PID); err != nil {
 			return Measurement{}, fmt.Errorf("%s is gone: %w", t.Name, err)
 		}
+	}
+	if srvOK {
+		srv1, srvOK = h.serverCPUSettled(kids0)
 	}
 	var log TxLog
 	n, err := log.AddFiles(spec.LogPrefix)
@@ -55,7 +63,25 @@ func (h *harness) measure(ctx context.Context, t Target, w Workload, clients int
 		LatAvgMs: lat.MeanMs, LatP50Ms: lat.P50Ms, LatP99Ms: lat.P99Ms, LatMaxMs: lat.MaxMs,
 		PgbenchLatAvgMs: out.LatencyAvgMs, InitialConnMs: out.InitialConnMs, Logged: lat.Count,
 		ProxyCPU: cpu1 - cpu0, ProxyMeasured: t.PID != 0, ClientCPU: clientCPU, Wall: wall,
+		ServerCPU: srv1 - srv0, ServerMeasured: srvOK,
 		Timeline: lat.Timeline}, nil
+}
+
+// serverCPUSettled reads the server's CPU once the backends of the run
+// have exited (at most kids children, waiting up to 2 s: a backend
+// outliving that, e.g. an autovacuum worker, is counted as it stands).
+func (h *harness) serverCPUSettled(kids int) (time.Duration, bool) {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		cpu, n, err := h.clock.TreeCPU(h.serverPID)
+		if err != nil {
+			return 0, false
+		}
+		if n <= kids || time.Now().After(deadline) {
+			return cpu, true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // runPgbench runs one pgbench and parses its summary.

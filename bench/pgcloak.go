@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -90,6 +91,10 @@ type Pgcloak struct {
 	LogFile string // its stderr (JSON lines)
 	cmd     *exec.Cmd
 	done    chan struct{}
+	// stopped is the last "stopped" line, written by the log scanner
+	// before done is closed.
+	stopped    StoppedStats
+	hasStopped bool
 }
 
 // StartPgcloak writes the configuration into o.Dir, starts
@@ -127,7 +132,7 @@ func StartPgcloak(ctx context.Context, o PgcloakOpts) (*Pgcloak, error) {
 	go func() {
 		defer close(copied)
 		defer logf.Close()
-		scanLog(stderr, logf, addrc)
+		p.stopped, p.hasStopped = scanLog(stderr, logf, addrc)
 	}()
 	go func() { <-copied; _ = p.cmd.Wait(); close(p.done) }()
 
@@ -154,10 +159,11 @@ func StartPgcloak(ctx context.Context, o PgcloakOpts) (*Pgcloak, error) {
 	return p, nil
 }
 
-// scanLog copies JSON log lines to w and sends the address of the first
-// {"message":"listening"} line on addrc. It drains r until EOF so the
-// process never blocks on a full pipe.
-func scanLog(r io.Reader, w io.Writer, addrc chan<- string) {
+// scanLog copies JSON log lines to w, sends the address of the first
+// {"message":"listening"} line on addrc and returns the counters of the
+// last {"message":"stopped"} line. It drains r until EOF so the process
+// never blocks on a full pipe.
+func scanLog(r io.Reader, w io.Writer, addrc chan<- string) (stopped StoppedStats, ok bool) {
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	sent := false
@@ -165,6 +171,9 @@ func scanLog(r io.Reader, w io.Writer, addrc chan<- string) {
 		line := sc.Bytes()
 		_, _ = w.Write(line) // line aliases the scanner's buffer: never append to it
 		_, _ = w.Write([]byte{'\n'})
+		if st, isStopped := ParseStopped(line); isStopped {
+			stopped, ok = st, true
+		}
 		if sent {
 			continue
 		}
@@ -174,6 +183,74 @@ func scanLog(r io.Reader, w io.Writer, addrc chan<- string) {
 		}
 	}
 	_, _ = io.Copy(w, r) // a line longer than 1 MiB: keep draining
+	return stopped, ok
+}
+
+// StoppedStats are the counters of the line `pgcloak serve` logs when it
+// has stopped ({"message":"stopped", …}, proxy.Server.Serve): totals
+// over the life of the process. The encryption counters are there only
+// when columns are encrypted (Encryption).
+type StoppedStats struct {
+	Sessions          uint64 `json:"sessions"`
+	BytesUp           uint64 `json:"bytes_up"`
+	BytesDown         uint64 `json:"bytes_down"`
+	Encryption        bool   `json:"encryption"`
+	PlanCacheHits     uint64 `json:"plan_cache_hits"`
+	PlanCacheMisses   uint64 `json:"plan_cache_misses"`
+	StatementsRefused uint64 `json:"statements_refused"`
+	ValuesEncrypted   uint64 `json:"values_encrypted"`
+	ValuesDecrypted   uint64 `json:"values_decrypted"`
+	DecryptFailures   uint64 `json:"decrypt_failures"`
+}
+
+// PlanLookups is the number of statements looked up in the plan cache.
+func (s StoppedStats) PlanLookups() uint64 { return s.PlanCacheHits + s.PlanCacheMisses }
+
+// PlanCacheHitRate is hits ÷ lookups; NaN without lookups.
+func (s StoppedStats) PlanCacheHitRate() float64 {
+	if s.PlanLookups() == 0 {
+		return math.NaN()
+	}
+	return float64(s.PlanCacheHits) / float64(s.PlanLookups())
+}
+
+// ParseStopped parses the "stopped" log line of `pgcloak serve`; ok is
+// false for any other line.
+func ParseStopped(line []byte) (st StoppedStats, ok bool) {
+	var m struct {
+		Message           string  `json:"message"`
+		Sessions          uint64  `json:"sessions"`
+		BytesUp           uint64  `json:"bytes_up"`
+		BytesDown         uint64  `json:"bytes_down"`
+		PlanCacheHits     *uint64 `json:"plan_cache_hits"`
+		PlanCacheMisses   *uint64 `json:"plan_cache_misses"`
+		StatementsRefused uint64  `json:"statements_refused"`
+		ValuesEncrypted   uint64  `json:"values_encrypted"`
+		ValuesDecrypted   uint64  `json:"values_decrypted"`
+		DecryptFailures   uint64  `json:"decrypt_failures"`
+	}
+	if json.Unmarshal(line, &m) != nil || m.Message != "stopped" {
+		return StoppedStats{}, false
+	}
+	st = StoppedStats{Sessions: m.Sessions, BytesUp: m.BytesUp, BytesDown: m.BytesDown,
+		StatementsRefused: m.StatementsRefused, ValuesEncrypted: m.ValuesEncrypted,
+		ValuesDecrypted: m.ValuesDecrypted, DecryptFailures: m.DecryptFailures}
+	if m.PlanCacheHits != nil && m.PlanCacheMisses != nil {
+		st.Encryption = true
+		st.PlanCacheHits, st.PlanCacheMisses = *m.PlanCacheHits, *m.PlanCacheMisses
+	}
+	return st, true
+}
+
+// StoppedStats returns the counters pgcloak logged when it stopped; ok is
+// false while it runs or when it logged none (killed, crashed).
+func (p *Pgcloak) StoppedStats() (StoppedStats, bool) {
+	select {
+	case <-p.done:
+		return p.stopped, p.hasStopped
+	default:
+		return StoppedStats{}, false
+	}
 }
 
 // listeningAddr extracts addr from the readiness log line of `pgcloak serve`.

@@ -20,6 +20,8 @@ type Settings struct {
 	Workloads []Workload        `json:"workloads"`
 	Targets   []string          `json:"targets"`
 	PGConf    map[string]string `json:"pg_conf"`
+	// Encryption describes the setup of pgcloak-enc (PgcloakExtra.Description).
+	Encryption string `json:"encryption,omitempty"`
 }
 
 // Report is everything a benchmark produced.
@@ -33,11 +35,35 @@ type Report struct {
 	Notes       []string      `json:"notes"` // observations worth reading next to the numbers
 	Runs        []Measurement `json:"runs"`
 	Goals       []Goal        `json:"goals"`
+	// EncStats are the counters pgcloak-enc logged when it stopped after
+	// the rounds: totals over the load, the warm-up and every run on it.
+	EncStats *StoppedStats `json:"enc_stats,omitempty"`
+	// Probes are short runs of each pgcloak-enc workload alone, each on a
+	// fresh pgcloak-enc, for per-workload counters.
+	Probes []Probe `json:"probes,omitempty"`
 }
 
 // Summary aggregates the report's runs.
 func (r *Report) Summary() Summary {
-	return Summarize(r.Runs, workloadNames(r.Settings.Workloads), r.Settings.Clients, r.Settings.Targets)
+	s := Summarize(r.Runs, workloadNames(r.Settings.Workloads), r.Settings.Clients, r.Settings.Targets)
+	for _, w := range r.Settings.Workloads {
+		if base, ok := baselineOf(r.Settings.Workloads, w.Name); ok {
+			if s.Baselines == nil {
+				s.Baselines = map[string]string{}
+			}
+			s.Baselines[w.Name] = base
+		}
+	}
+	return s
+}
+
+func (r *Report) workload(name string) (Workload, bool) {
+	for _, w := range r.Settings.Workloads {
+		if w.Name == name {
+			return w, true
+		}
+	}
+	return Workload{}, false
 }
 
 func (r *Report) title(workload string) string {
@@ -65,6 +91,14 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	r.writeTable(&b, s)
 	b.WriteString("\n")
 	r.writeRatios(&b, s)
+	if len(s.Baselines) > 0 {
+		b.WriteString("\n### Encrypted columns\n\n")
+		b.WriteString("Each encrypted workload against its baseline: the same pgbench script over a table whose two secret " +
+			"columns are plaintext, through the same pgcloak process, run back to back in every round. Added latency and " +
+			"CPU are (encrypted − plaintext) ÷ statements per transaction; server CPU is that of every PostgreSQL process during the run.\n\n")
+		r.writeEncrypted(&b, s)
+		r.writeEncStats(&b)
+	}
 	if len(r.Goals) > 0 {
 		b.WriteString("\n")
 		r.writeGoals(&b, s)
@@ -92,6 +126,11 @@ func (r *Report) WriteTables(w io.Writer) error {
 	r.writeTable(&b, s)
 	b.WriteString("\n")
 	r.writeRatios(&b, s)
+	if len(s.Baselines) > 0 {
+		b.WriteString("\n")
+		r.writeEncrypted(&b, s)
+		r.writeEncStats(&b)
+	}
 	if len(r.Goals) > 0 {
 		b.WriteString("\n")
 		r.writeGoals(&b, s)
@@ -155,12 +194,19 @@ func (r *Report) writeGoals(b *strings.Builder, s Summary) {
 	b.WriteString("| goal | workload | clients | value | met |\n|---|---|---:|---:|---|\n")
 	for _, g := range res {
 		var desc, val string
-		if g.Goal.Den != "" {
+		switch {
+		case g.Goal.VsBaseline:
+			desc = fmt.Sprintf("%s: TPS ÷ baseline TPS", g.Goal.Num)
+			val = fratio(g.Value, false)
+		case g.Goal.Den != "":
 			desc = fmt.Sprintf("%s ÷ %s TPS", g.Goal.Num, g.Goal.Den)
 			val = fratio(g.Value, false)
-		} else {
+		default:
 			desc = fmt.Sprintf("%s CPU µs/txn", g.Goal.Num)
 			val = fnum(g.Value, 1)
+		}
+		if g.Goal.Label != "" {
+			desc = g.Goal.Label
 		}
 		if g.Goal.AtLeast != 0 {
 			desc += fmt.Sprintf(" ≥ %g", g.Goal.AtLeast)
@@ -195,6 +241,7 @@ func (r *Report) writeSetup(b *strings.Builder) {
 		{"pgbench", m.PgbenchVersion},
 		{"PgBouncer", m.PgBouncerVersion},
 		{"pgcloak", m.PgcloakVersion},
+		{"pgcloak-enc setup", st.Encryption},
 		{"Go", m.GoVersion},
 		{"git commit", m.GitCommit},
 		{"load average at start", m.LoadAvgStart},
@@ -217,6 +264,21 @@ func (r *Report) writeSetup(b *strings.Builder) {
 			args += " -f <script>"
 		}
 		fmt.Fprintf(b, "- `%s` (%s): `pgbench %s -c N -j %d -T %d`\n", w.Name, w.Title, args, st.Threads, int(st.Duration.Seconds()))
+	}
+	// Custom scripts, each once, with the workloads that run it.
+	var scripts []string
+	users := map[string][]string{}
+	for _, w := range st.Workloads {
+		if w.Script == "" {
+			continue
+		}
+		if _, ok := users[w.Script]; !ok {
+			scripts = append(scripts, w.Script)
+		}
+		users[w.Script] = append(users[w.Script], "`"+w.Name+"`")
+	}
+	for _, sc := range scripts {
+		fmt.Fprintf(b, "\nScript of %s:\n\n```\n%s```\n", strings.Join(users[sc], ", "), sc)
 	}
 }
 

@@ -16,7 +16,7 @@ func sampleReport() *Report {
 		Label: "passthrough", Started: time.Date(2026, 11, 25, 9, 30, 0, 0, time.UTC), CommandLine: "go run ./bench/cmd/pgbench-compare",
 		Settings: Settings{Rounds: 3, Duration: 10 * time.Second, Scale: 10, Clients: []int{8}, Threads: 2,
 			Workloads: []Workload{{Name: "select-simple", Title: "select-only, simple"}},
-			Targets:   AllTargets()},
+			Targets:   PassthroughTargets()},
 		Goals: Issue3Goals(),
 	}
 	add := func(round int, target string, tps, p99 float64, cpu time.Duration, measured bool) {

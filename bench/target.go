@@ -11,15 +11,24 @@ import (
 const (
 	TargetDirect    = "direct"
 	TargetPgBouncer = "pgbouncer"
-	TargetPgcloak   = "pgcloak"
+	TargetPgcloak   = "pgcloak" // pass-through: no encrypted column configured
+	// TargetPgcloakEnc is a second pgcloak process configured with a key
+	// store, a KEK and encrypted columns (Config.Setup). It is separate so
+	// that the pass-through numbers stay those of a pass-through proxy.
+	TargetPgcloakEnc = "pgcloak-enc"
 )
 
 // AllTargets lists the target names in presentation order.
-func AllTargets() []string { return []string{TargetDirect, TargetPgBouncer, TargetPgcloak} }
+func AllTargets() []string {
+	return []string{TargetDirect, TargetPgBouncer, TargetPgcloak, TargetPgcloakEnc}
+}
+
+// PassthroughTargets are the targets of the pass-through comparison.
+func PassthroughTargets() []string { return []string{TargetDirect, TargetPgBouncer, TargetPgcloak} }
 
 // Target is one endpoint pgbench connects to.
 type Target struct {
-	Name string // TargetDirect, TargetPgBouncer, TargetPgcloak, …
+	Name string // TargetDirect, TargetPgBouncer, TargetPgcloak, TargetPgcloakEnc
 	Host string // loopback address
 	Port int
 	// PID is the proxy process whose CPU time is measured per run; 0 when

@@ -55,10 +55,11 @@ func run() int {
 		workloads = fs.String("workloads", bench.DefaultWorkloads, "comma-separated workloads (see -list-workloads)")
 		targets   = fs.String("targets", strings.Join(bench.AllTargets(), ","), "comma-separated targets")
 		out       = fs.String("out", "", "results directory (default: bench/results of the module)")
-		label     = fs.String("label", "passthrough", "suffix of the result files")
+		label     = fs.String("label", "", "suffix of the result files (default: passthrough, encrypted or passthrough-encrypted, after the targets that run)")
+		kek       = fs.String("kek", bench.KEKAuto, "KEK of pgcloak-enc: softhsm (throwaway SoftHSM2 token, classification confidential), local (dev key file, classification internal) or auto (softhsm when installed)")
 		keep      = fs.Bool("keep-temp", false, "keep the temporary directory (configs, proxy logs)")
 		list      = fs.Bool("list-workloads", false, "list the known workloads and exit")
-		goals     = fs.Bool("goals", true, "check the issue 3 pass-through targets in the report")
+		goals     = fs.Bool("goals", true, "check the targets of issue 3 (pass-through) and issue 5 (encrypted ÷ plaintext) in the report")
 		pgConf    = confFlag{"shared_buffers": "512MB"}
 	)
 	fs.Var(pgConf, "pg-conf", "extra postgresql.conf setting key=value (repeatable)")
@@ -70,13 +71,17 @@ func run() int {
 	}
 	if *list {
 		for _, w := range bench.BuiltinWorkloads() {
-			fmt.Printf("%-16s %-24s pgbench %s\n", w.Name, w.Title, strings.Join(w.Args, " "))
+			args := strings.Join(w.Args, " ")
+			if w.Script != "" {
+				args += " -f <script>"
+			}
+			fmt.Printf("%-16s %-24s pgbench %-26s on %s\n", w.Name, w.Title, args, strings.Join(w.Targets, ", "))
 		}
 		return 0
 	}
 	cfg := bench.Config{
 		Rounds: *rounds, Duration: *duration, Warmup: *warmup, Scale: *scale, Threads: *threads,
-		PgcloakBinary: *pgcloak, PGConf: pgConf, Label: *label, KeepTemp: *keep,
+		PgcloakBinary: *pgcloak, PGConf: pgConf, KeepTemp: *keep,
 		CommandLine: commandLine(), Progress: os.Stderr,
 	}
 	var err error
@@ -89,8 +94,25 @@ func run() int {
 	if cfg.Targets, err = bench.SelectTargets(*targets); err != nil {
 		return usage(fs, "-targets: %v", err)
 	}
+	if !flagSet(fs, "workloads") {
+		// The default list adapts to -targets; a list given explicitly
+		// must fit them (Config validation says which does not).
+		cfg.Workloads = slices.DeleteFunc(cfg.Workloads, func(w bench.Workload) bool {
+			return !slices.ContainsFunc(cfg.Targets, w.RunsOn)
+		})
+	}
 	if *goals {
-		cfg.Goals = bench.Issue3Goals()
+		cfg.Goals = append(bench.Issue3Goals(), bench.EncryptionGoals()...)
+	}
+	if !slices.Contains([]string{bench.KEKAuto, bench.KEKSoftHSM, bench.KEKLocal}, *kek) {
+		return usage(fs, "-kek: %q is not one of %s, %s, %s", *kek, bench.KEKAuto, bench.KEKSoftHSM, bench.KEKLocal)
+	}
+	if runsOn(cfg, bench.TargetPgcloakEnc) {
+		cfg.Setup = bench.EncryptionSetup(bench.EncryptionOpts{KEK: *kek})
+	}
+	cfg.Label = *label
+	if cfg.Label == "" {
+		cfg.Label = defaultLabel(cfg)
 	}
 	if cfg.PgcloakBinary != "" {
 		if cfg.PgcloakBinary, err = filepath.Abs(cfg.PgcloakBinary); err != nil {
@@ -136,6 +158,34 @@ func run() int {
 		return 1
 	}
 	return 0
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(fs *flag.FlagSet, name string) bool {
+	set := false
+	fs.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
+}
+
+// runsOn reports whether a selected workload runs on the selected target.
+func runsOn(cfg bench.Config, target string) bool {
+	if !slices.Contains(cfg.Targets, target) {
+		return false
+	}
+	return slices.ContainsFunc(cfg.Workloads, func(w bench.Workload) bool { return w.RunsOn(target) })
+}
+
+// defaultLabel names the results after what was compared.
+func defaultLabel(cfg bench.Config) string {
+	pass := slices.ContainsFunc(bench.PassthroughTargets(), func(t string) bool { return runsOn(cfg, t) })
+	enc := runsOn(cfg, bench.TargetPgcloakEnc)
+	switch {
+	case pass && enc:
+		return "passthrough-encrypted"
+	case enc:
+		return "encrypted"
+	}
+	return "passthrough"
 }
 
 func usage(fs *flag.FlagSet, format string, args ...any) int {

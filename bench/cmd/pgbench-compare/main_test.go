@@ -4,6 +4,8 @@ import (
 	"os"
 	"slices"
 	"testing"
+
+	"github.com/pgcloak/pgcloak/bench"
 )
 
 func TestParseInts(t *testing.T) {
@@ -43,5 +45,32 @@ func TestCommandLineQuotes(t *testing.T) {
 	want := `go run ./bench/cmd/pgbench-compare -clients 8,32 -pg-conf work_mem=4MB -label 'it'\''s x'`
 	if got := commandLine(); got != want {
 		t.Errorf("commandLine\n got %s\nwant %s", got, want)
+	}
+}
+
+func TestDefaultLabel(t *testing.T) {
+	for _, tt := range []struct {
+		workloads, targets, want string
+		setup                    bool
+	}{
+		{"select-simple,tpcb-prepared", "direct,pgbouncer,pgcloak,pgcloak-enc", "passthrough", false},
+		{"enc-prepared,plain-prepared", "direct,pgbouncer,pgcloak,pgcloak-enc", "encrypted", true},
+		{bench.DefaultWorkloads, "direct,pgbouncer,pgcloak,pgcloak-enc", "passthrough-encrypted", true},
+		{bench.DefaultWorkloads, "direct,pgcloak", "passthrough", false},
+	} {
+		var cfg bench.Config
+		var err error
+		if cfg.Workloads, err = bench.SelectWorkloads(tt.workloads, bench.BuiltinWorkloads()); err != nil {
+			t.Fatal(err)
+		}
+		if cfg.Targets, err = bench.SelectTargets(tt.targets); err != nil {
+			t.Fatal(err)
+		}
+		if got := defaultLabel(cfg); got != tt.want {
+			t.Errorf("%s on %s: label %q, want %q", tt.workloads, tt.targets, got, tt.want)
+		}
+		if got := runsOn(cfg, bench.TargetPgcloakEnc); got != tt.setup {
+			t.Errorf("%s on %s: runs on pgcloak-enc = %v", tt.workloads, tt.targets, got)
+		}
 	}
 }
