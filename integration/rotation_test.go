@@ -38,6 +38,7 @@ import (
 type rotStack struct {
 	c      *pgtest.Cluster
 	p      *proxy
+	cfg    proxyConfig // to start more proxies on the same key store
 	conf   string
 	env    []string
 	marker string
@@ -99,6 +100,7 @@ classification = "confidential"
 		}
 	}
 	s.cli(t, 0, "schema", "apply", "--yes", "--dsn", s.appDSN)
+	s.cfg = cfg
 	s.p = startProxy(t, cfg)
 	s.ks = connect(t, c.DSN("postgres", "", "postgres"), pgx.QueryExecModeExec)
 	if err := s.ks.QueryRow(t.Context(), `SELECT id FROM pgcloak.keyrings WHERE name = 'confidential'`).Scan(&s.ringID); err != nil {
@@ -491,6 +493,10 @@ func TestCompromiseDrill(t *testing.T) {
 	s := newRotStack(t)
 	ctx := t.Context()
 	app := connect(t, s.dsn(), pgx.QueryExecModeCacheStatement)
+	// A second proxy on the same key store: the drill must reach both.
+	p2 := startProxy(t, s.cfg)
+	dsn2 := p2.DSN(roles.scram.name, roles.scram.password, "app")
+	app2 := connect(t, dsn2, pgx.QueryExecModeCacheStatement)
 	s.insertAccounts(t, app, 1, 200) // version 1
 	s.cli(t, 0, "keys", "rotate", "confidential")
 	s.insertAccounts(t, app, 201, 300) // version 2: active, and compromised
@@ -505,7 +511,7 @@ func TestCompromiseDrill(t *testing.T) {
 		failed  []error
 	)
 	for w := range 2 {
-		conn := connect(t, s.dsn(), pgx.QueryExecModeCacheStatement)
+		conn := connect(t, []string{s.dsn(), dsn2}[w], pgx.QueryExecModeCacheStatement)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -542,10 +548,11 @@ func TestCompromiseDrill(t *testing.T) {
 	}
 
 	// After the command returns, new writes never use the compromised
-	// version.
+	// version, through either proxy.
 	s.insertAccounts(t, app, 500, 519)
+	s.insertAccounts(t, app2, 520, 539)
 	var newest map[uint32]int
-	rows, err := s.direct.Query(ctx, `SELECT substring(ssn from 10 for 4) FROM accounts WHERE id BETWEEN 500 AND 519`)
+	rows, err := s.direct.Query(ctx, `SELECT substring(ssn from 10 for 4) FROM accounts WHERE id BETWEEN 500 AND 539`)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -554,18 +561,20 @@ func TestCompromiseDrill(t *testing.T) {
 	if _, err := pgx.ForEachRow(rows, []any{&v}, func() error { newest[binary.BigEndian.Uint32(v)]++; return nil }); err != nil {
 		t.Fatal(err)
 	}
-	if newest[3] != 20 || len(newest) != 1 {
+	if newest[3] != 40 || len(newest) != 1 {
 		t.Fatalf("writes after the drill stored under versions %v, want all under 3", newest)
 	}
 	// No row at all is left under version 2, including those the writers
 	// sealed before the proxy saw the change; version 1 was not part of
 	// the drill.
 	got := s.versionCounts(t, "accounts", "ssn")
-	if got[2] != 0 || got[1] != 200 || got[3] != 100+len(written)+20 {
+	if got[2] != 0 || got[1] != 200 || got[3] != 100+len(written)+40 {
 		t.Fatalf("accounts by version after the drill: %v (concurrent writes %d)", got, len(written))
 	}
-	if n := s.checkAccounts(t, app, ""); n != 320+len(written) {
-		t.Fatalf("read %d accounts through pgcloak, want %d", n, 320+len(written))
+	for _, conn := range []*pgx.Conn{app, app2} {
+		if n := s.checkAccounts(t, conn, ""); n != 340+len(written) {
+			t.Fatalf("read %d accounts through pgcloak, want %d", n, 340+len(written))
+		}
 	}
 
 	// Deletion scheduled; version 3 active.
