@@ -242,3 +242,149 @@ func median(xs []float64) float64 {
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
+
+// TestKEKRotateLiveTraffic: `pgcloak kek rotate` re-wraps every DEK under a
+// new KEK while pgbench writes through two proxies: no transaction fails,
+// the key store names only the new KEK afterwards, and a proxy started
+// after the rotation (empty key cache, configuration naming the new KEK)
+// reads every row.
+func TestKEKRotateLiveTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs pgbench for about 20 seconds; skipped in -short")
+	}
+	c := newCluster(t, pgtest.Opts{})
+	tok := hsmtest.New(t, "pgcloak-kekrot")
+	env := append(tok.Env(), "PGCLOAK_HSM_PIN="+tok.PIN)
+	appDSN := c.DSN("postgres", "", "app")
+	extra := func(kek string) string {
+		return fmt.Sprintf(`[keystore]
+dsn = %q
+
+[kek.hsm]
+type = "pkcs11"
+module = %q
+token_label = %q
+pin_env = "PGCLOAK_HSM_PIN"
+key_label = "pgcloak-kek"
+
+[kek.hsm2]
+type = "pkcs11"
+module = %q
+token_label = %q
+pin_env = "PGCLOAK_HSM_PIN"
+key_label = "pgcloak-kek-2"
+
+[classification.confidential]
+kek = %q
+plaintext_roles = [%q]
+on_denied = "error"
+
+[[column]]
+table = "accounts"
+column = "email"
+type = "text"
+classification = "confidential"
+`, c.DSN("postgres", "", "postgres"), tok.Module, tok.Label, tok.Module, tok.Label, kek, roles.scram.name)
+	}
+	before := proxyConfig{Upstream: c.Addr(), Extra: extra("hsm"), Env: env}
+	after := proxyConfig{Upstream: c.Addr(), Extra: extra("hsm2"), Env: env}
+	conf := filepath.Join(t.TempDir(), "pgcloak.toml")
+	if err := os.WriteFile(conf, []byte(before.toml()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli := func(args ...string) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, needBinary(t), append([]string{"--config", conf}, args...)...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("pgcloak %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	cli("kek", "create", "hsm")
+	cli("kek", "create", "hsm2")
+	direct := connect(t, appDSN, pgx.QueryExecModeExec)
+	for _, q := range []string{
+		`CREATE TABLE accounts (id int PRIMARY KEY, email bytea, shadow text)`,
+		`GRANT ALL ON accounts TO ` + roles.scram.name,
+	} {
+		if _, err := direct.Exec(t.Context(), q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pa, pb := startProxy(t, before), startProxy(t, before)
+	const rows = 500
+	app := connect(t, pa.DSN(roles.scram.name, roles.scram.password, "app"), pgx.QueryExecModeCacheStatement)
+	b := &pgx.Batch{}
+	for id := 1; id <= rows; id++ {
+		b.Queue(`INSERT INTO accounts (id, email, shadow) VALUES ($1, $2, $3)`, id, strconv.Itoa(id), strconv.Itoa(id))
+	}
+	if err := app.SendBatch(t.Context(), b).Close(); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "kek.sql")
+	if err := os.WriteFile(script, []byte(fmt.Sprintf(`\set id random(1, %d)
+\set v random(1, 1000000000)
+BEGIN;
+SELECT email FROM accounts WHERE id = :id;
+UPDATE accounts SET email = :v, shadow = :v WHERE id = :id;
+END;
+`, rows)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pgbench := clientBinary(t, c, "pgbench")
+	var wg sync.WaitGroup
+	outs := make([]string, 2)
+	errs := make([]error, 2)
+	for i, p := range []*proxy{pa, pb} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			outs[i], _, errs[i] = runTool(t, 2*time.Minute, pgbench, roles.scram.password, "-n", "-M", "prepared",
+				"-c", "2", "-T", "15", "-f", script, "-d", p.DSN(roles.scram.name, roles.scram.password, "app"))
+		}()
+	}
+	time.Sleep(4 * time.Second)
+	t.Logf("kek rotate: %s", cli("kek", "rotate", "--from", "hsm", "--to", "hsm2", "--yes"))
+	wg.Wait()
+	for i := range outs {
+		res := parsePgbench(t, outs[i])
+		if errs[i] != nil || res.failed != 0 || res.processed == 0 {
+			t.Fatalf("pgbench through proxy %d during kek rotate: %v, %d processed, %d failed\n%s", i, errs[i], res.processed, res.failed, outs[i])
+		}
+	}
+	ks := connect(t, c.DSN("postgres", "", "postgres"), pgx.QueryExecModeExec)
+	var kekNames []string
+	if err := ks.QueryRow(t.Context(), `SELECT array_agg(DISTINCT kek_name) FROM pgcloak.key_versions WHERE wrapped_dek IS NOT NULL`).Scan(&kekNames); err != nil {
+		t.Fatal(err)
+	}
+	if len(kekNames) != 1 || kekNames[0] != "hsm2" {
+		t.Fatalf("KEKs wrapping DEKs after kek rotate: %v, want only hsm2", kekNames)
+	}
+	// A proxy that loads the DEKs now unwraps them with the new KEK.
+	pc := startProxy(t, after)
+	fresh := connect(t, pc.DSN(roles.scram.name, roles.scram.password, "app"), pgx.QueryExecModeCacheStatement)
+	rs, err := fresh.Query(t.Context(), `SELECT id, email, shadow FROM accounts`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for rs.Next() {
+		var id int
+		var email, shadow string
+		if err := rs.Scan(&id, &email, &shadow); err != nil {
+			t.Fatalf("read after kek rotate: %v", err)
+		}
+		if email != shadow {
+			t.Errorf("row %d: %q, the clients last wrote %q", id, email, shadow)
+		}
+		n++
+	}
+	if rs.Err() != nil || n != rows {
+		t.Fatalf("%d rows after kek rotate, %v", n, rs.Err())
+	}
+	cli("audit", "verify")
+}
