@@ -42,9 +42,12 @@ demo: deps
 dev: deps
 	$(GO) run ./cmd/pgcloak dev
 
-# Interleaved pgbench: direct vs PgBouncer vs pgcloak (pass-through), and two
-# encrypted columns vs plaintext through pgcloak. Results in bench/results/.
-# Smoke: make bench BENCHFLAGS="-rounds 1 -duration 3s -clients 8 -workloads enc-prepared,plain-prepared"
+# Interleaved pgbench: direct vs PgBouncer vs pgcloak (pass-through), two
+# encrypted columns vs plaintext through pgcloak, then a key rotation +
+# re-encryption + retirement behind live traffic (-rotation=false skips it).
+# Results in bench/results/.
+# Smoke: make bench BENCHFLAGS="-rounds 1 -duration 3s -clients 8 -workloads enc-prepared,plain-prepared -rotation=false"
+# Rotation alone: make bench BENCHFLAGS="-workloads none -rotation-duration 40s"
 BENCHFLAGS ?=
 bench: deps build
 	$(GO) run ./bench/cmd/pgbench-compare --pgcloak $(BIN) $(BENCHFLAGS)

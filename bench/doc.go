@@ -4,14 +4,18 @@
 // Markdown report, a JSON record and PNG charts under bench/results/.
 // Encrypted workloads run on a second pgcloak process, pgcloak-enc, that
 // has a key store, a KEK and encrypted columns, each against a plaintext
-// baseline through the same process.
+// baseline through the same process. The rotation scenario runs pgbench
+// on a fresh pgcloak-enc while the key ring is rotated, every row
+// re-encrypted and the old version retired through the pgcloak CLI, and
+// charts TPS per second around those steps.
 //
 // The package owns the orchestration (throwaway cluster, PgBouncer and
 // pgcloak processes, the key store and KEK of pgcloak-enc, pgbench runs),
 // the measurements (pgbench summary output, per-transaction logs for
 // latency percentiles, proxy and server CPU time from /proc, pgcloak's
-// shutdown counters) and the reporting. Pure parts — output parsing,
-// scheduling, percentiles, medians, rendering — are separate functions
+// shutdown counters, pgbench's per-second progress lines) and the
+// reporting. Pure parts — output parsing, scheduling, percentiles,
+// medians, the rotation windows, rendering — are separate functions
 // with unit tests; the command bench/cmd/pgbench-compare only parses
 // flags.
 //

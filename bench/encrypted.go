@@ -25,6 +25,9 @@ const (
 	EncTable     = "enc_accounts"
 	PlainTable   = "plain_accounts"
 	AccountsRows = 10000 // rows of each table; AccountsScript picks among them
+	// EncColumns is the number of encrypted columns of EncTable; `pgcloak
+	// reencrypt` works through them one after the other.
+	EncColumns = 2
 )
 
 // accountsDDL creates table with the logical column types; schema apply
@@ -121,6 +124,9 @@ func setupEncryption(ctx context.Context, o EncryptionOpts, env SetupEnv) (Pgclo
 		return extra, err
 	}
 	extra.Load = loadAccounts
+	extra.Grow = growAccounts
+	extra.Keys = &KeyCLI{Binary: env.PgcloakBinary, Config: conf, Env: extra.Env, Ring: class,
+		AppDSN: env.Cluster.DSN("postgres", "", env.DB)}
 	extra.Description = fmt.Sprintf("KEK: %s; encrypted columns `%s.email` (text) and `%s.balance_secret` (int4), bytea with "+
 		"the CHECK constraints of `pgcloak schema apply`; role %s allowed plaintext; %d rows in %s and in %s (the same values), "+
 		"written through pgcloak-enc; key store in the same cluster (database postgres)",
@@ -208,18 +214,9 @@ func loadAccounts(ctx context.Context, env LoadEnv) error {
 		return fmt.Errorf("encryption: connect through pgcloak-enc: %w", err)
 	}
 	defer conn.Close(ctx)
-	const batchRows = 500
 	for _, table := range []string{EncTable, PlainTable} {
-		ins := fmt.Sprintf(`INSERT INTO %s (aid, abalance, email, balance_secret, filler) VALUES ($1, 0, $2, $3, $4)`, table)
-		for lo := 1; lo <= AccountsRows; lo += batchRows {
-			var batch pgx.Batch
-			for i := lo; i < lo+batchRows && i <= AccountsRows; i++ {
-				email, bal, filler := accountsRow(i)
-				batch.Queue(ins, i, email, bal, filler)
-			}
-			if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
-				return fmt.Errorf("encryption: load %s through pgcloak-enc: %w", table, err)
-			}
+		if err := insertAccounts(ctx, conn, table, 1, AccountsRows); err != nil {
+			return err
 		}
 	}
 	for _, i := range []int{1, AccountsRows / 2, AccountsRows} {
@@ -257,6 +254,61 @@ func loadAccounts(ctx context.Context, env LoadEnv) error {
 		}
 	}
 	return nil
+}
+
+// insertAccounts writes rows lo…hi (accountsRow) into table with
+// prepared INSERTs in pipelined batches.
+func insertAccounts(ctx context.Context, conn *pgx.Conn, table string, lo, hi int) error {
+	const batchRows = 500
+	ins := fmt.Sprintf(`INSERT INTO %s (aid, abalance, email, balance_secret, filler) VALUES ($1, 0, $2, $3, $4)`, table)
+	for first := lo; first <= hi; first += batchRows {
+		var batch pgx.Batch
+		for i := first; i < first+batchRows && i <= hi; i++ {
+			email, bal, filler := accountsRow(i)
+			batch.Queue(ins, i, email, bal, filler)
+		}
+		if err := conn.SendBatch(ctx, &batch).Close(); err != nil {
+			return fmt.Errorf("encryption: load %s through pgcloak-enc: %w", table, err)
+		}
+	}
+	return nil
+}
+
+// growAccounts is PgcloakExtra.Grow: it appends n rows to EncTable through
+// pgcloak-enc, after the highest aid (AccountsScript never picks them),
+// checks that the table holds only envelopes, vacuums and analyses it
+// directly and returns its row count.
+func growAccounts(ctx context.Context, env LoadEnv, n int) (int64, error) {
+	conn, err := pgx.Connect(ctx, env.ProxyDSN)
+	if err != nil {
+		return 0, fmt.Errorf("encryption: connect through pgcloak-enc: %w", err)
+	}
+	defer conn.Close(ctx)
+	var top int
+	if err := conn.QueryRow(ctx, fmt.Sprintf(`SELECT coalesce(max(aid), 0) FROM %s`, EncTable)).Scan(&top); err != nil {
+		return 0, fmt.Errorf("encryption: %s: %w", EncTable, err)
+	}
+	if err := insertAccounts(ctx, conn, EncTable, top+1, top+n); err != nil {
+		return 0, err
+	}
+	direct, err := pgx.Connect(ctx, env.DirectDSN)
+	if err != nil {
+		return 0, fmt.Errorf("encryption: %w", err)
+	}
+	defer direct.Close(ctx)
+	var rows, envelopes int64
+	err = direct.QueryRow(ctx, fmt.Sprintf(`SELECT count(*), count(*) FILTER (WHERE substring(email from 1 for 3) = '\xc10a01'::bytea
+		AND substring(balance_secret from 1 for 3) = '\xc10a01'::bytea) FROM %s`, EncTable)).Scan(&rows, &envelopes)
+	if err != nil {
+		return 0, fmt.Errorf("encryption: inspect %s: %w", EncTable, err)
+	}
+	if envelopes != rows || rows < int64(top+n) {
+		return 0, fmt.Errorf("encryption: %s has %d rows, %d of them with two envelopes; want at least %d, all envelopes", EncTable, rows, envelopes, top+n)
+	}
+	if _, err := direct.Exec(ctx, "VACUUM ANALYZE "+EncTable); err != nil {
+		return 0, fmt.Errorf("encryption: vacuum %s: %w", EncTable, err)
+	}
+	return rows, nil
 }
 
 // execSQL runs statements, in order, on one connection.

@@ -46,6 +46,9 @@ type Config struct {
 	// and KEK and to configure pgcloak-enc; workloads that run on
 	// TargetPgcloakEnc need it.
 	Setup func(ctx context.Context, env SetupEnv) (PgcloakExtra, error)
+	// Rotation, when set, runs the key-rotation scenario after the
+	// workloads (on a fresh pgcloak-enc; needs Setup).
+	Rotation *RotationConfig
 
 	Label       string    // results file suffix, e.g. "passthrough"
 	CommandLine string    // recorded in the report
@@ -70,8 +73,11 @@ func (c *Config) validate() error {
 	if len(c.Clients) == 0 || slices.Min(c.Clients) < 1 {
 		errs = append(errs, fmt.Errorf("client counts must be ≥ 1"))
 	}
-	if len(c.Workloads) == 0 || len(c.Targets) == 0 {
-		errs = append(errs, fmt.Errorf("need at least one workload and one target"))
+	switch {
+	case len(c.Workloads) == 0 && c.Rotation == nil:
+		errs = append(errs, fmt.Errorf("need at least one workload or the rotation scenario"))
+	case len(c.Workloads) > 0 && len(c.Targets) == 0:
+		errs = append(errs, fmt.Errorf("need at least one target"))
 	}
 	for _, w := range c.Workloads {
 		if len(c.Targets) > 0 && !slices.ContainsFunc(c.Targets, w.RunsOn) {
@@ -80,6 +86,14 @@ func (c *Config) validate() error {
 	}
 	if slices.Contains(c.usedTargets(), TargetPgcloakEnc) && c.Setup == nil {
 		errs = append(errs, fmt.Errorf("workloads on %s need Config.Setup (EncryptionSetup)", TargetPgcloakEnc))
+	}
+	if c.Rotation != nil {
+		if err := c.Rotation.validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if c.Setup == nil {
+			errs = append(errs, fmt.Errorf("the rotation scenario needs Config.Setup (EncryptionSetup)"))
+		}
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("bench: %w", err)
@@ -139,6 +153,13 @@ type PgcloakExtra struct {
 	// Description says how pgcloak-enc is set up (KEK, columns, data); it
 	// goes into the report.
 	Description string
+	// Keys and Grow, when both set, make the rotation scenario possible:
+	// Keys drives the key ring of the encrypted columns through the
+	// pgcloak CLI; Grow writes n more rows through pgcloak-enc that no
+	// workload touches (so the re-encryption has them to do) and returns
+	// how many rows the encrypted table then holds.
+	Keys *KeyCLI
+	Grow func(ctx context.Context, env LoadEnv, n int) (rows int64, err error)
 }
 
 // LoadEnv is what PgcloakExtra.Load gets: connection strings (as the
@@ -172,11 +193,12 @@ func Run(ctx context.Context, cfg Config) (*Report, error) {
 	}
 	rep := &Report{Label: cfg.Label, Started: time.Now(), CommandLine: cfg.CommandLine, Goals: cfg.Goals,
 		Settings: Settings{Rounds: cfg.Rounds, Duration: cfg.Duration, Warmup: cfg.Warmup, Scale: cfg.Scale,
-			Clients: cfg.Clients, Threads: cfg.Threads, Workloads: cfg.Workloads, Targets: cfg.usedTargets(), PGConf: cfg.pgConf()}}
+			Clients: cfg.Clients, Threads: cfg.Threads, Workloads: cfg.Workloads, Targets: cfg.usedTargets(), PGConf: cfg.pgConf(),
+			Rotation: cfg.Rotation}}
 	err := run(ctx, cfg, rep)
 	rep.Elapsed = time.Since(rep.Started)
 	rep.Machine.LoadAvgEnd = readTrim("/proc/loadavg")
-	if err != nil && len(rep.Runs) > 0 {
+	if err != nil && (len(rep.Runs) > 0 || rep.Rotation != nil) {
 		rep.Notes = append(rep.Notes, "INCOMPLETE: the benchmark stopped early: "+err.Error())
 	}
 	return rep, err
@@ -215,7 +237,7 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 	defer func() { rep.Notes = append(rep.Notes, h.notes...) }()
 
 	pgcloakBin := cfg.PgcloakBinary
-	if (want(TargetPgcloak) || want(TargetPgcloakEnc)) && pgcloakBin == "" {
+	if (want(TargetPgcloak) || want(TargetPgcloakEnc) || cfg.Rotation != nil) && pgcloakBin == "" {
 		if modErr != nil {
 			return modErr
 		}
@@ -354,6 +376,10 @@ func run(ctx context.Context, cfg Config, rep *Report) error {
 			return err
 		}
 	}
+	if cfg.Rotation != nil {
+		return h.rotation(ctx, rep, rotationPhase{bin: pgcloakBin, upstream: cluster.Addr(), password: password,
+			directDSN: directDSN, superDSN: cluster.SuperDSN(), extra: extra, loaded: enc != nil})
+	}
 	return nil
 }
 
@@ -397,14 +423,21 @@ func warmupWorkload(target string, ws []Workload) Workload {
 	return *first
 }
 
-// initData runs `pgbench -i` and the workloads' setup SQL, directly.
+// initData runs `pgbench -i` (unless only the rotation scenario runs: it
+// has its own tables) and the workloads' setup SQL, directly.
 func (h *harness) initData(ctx context.Context, direct Target, dsn string) error {
-	h.progressf("pgbench -i -s %d", h.cfg.Scale)
-	args := []string{"-i", "-s", strconv.Itoa(h.cfg.Scale), "-h", direct.Host, "-p", strconv.Itoa(direct.Port), "-U", benchUser, benchDB}
-	if _, stderr, err := h.exec(ctx, 10*time.Minute, args); err != nil {
-		return fmt.Errorf("bench: pgbench -i: %w\n%s", err, lastLines(stderr, 10))
+	if len(h.cfg.Workloads) > 0 {
+		h.progressf("pgbench -i -s %d", h.cfg.Scale)
+		args := []string{"-i", "-s", strconv.Itoa(h.cfg.Scale), "-h", direct.Host, "-p", strconv.Itoa(direct.Port), "-U", benchUser, benchDB}
+		if _, stderr, err := h.exec(ctx, 10*time.Minute, args); err != nil {
+			return fmt.Errorf("bench: pgbench -i: %w\n%s", err, lastLines(stderr, 10))
+		}
 	}
-	for _, w := range h.cfg.Workloads {
+	ws := h.cfg.Workloads
+	if rc := h.cfg.Rotation; rc != nil && !slices.ContainsFunc(ws, func(w Workload) bool { return w.Name == rc.Workload.Name }) {
+		ws = append(slices.Clip(ws), rc.Workload)
+	}
+	for _, w := range ws {
 		if w.Script != "" {
 			f := filepath.Join(h.tmp, "script-"+w.Name+".sql")
 			if err := os.WriteFile(f, []byte(w.Script), 0o600); err != nil {

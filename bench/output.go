@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -25,8 +26,9 @@ func (r *Report) BaseName() string {
 }
 
 // WriteFiles writes BASE.md, BASE.json, BASE.png (median TPS) and, when a
-// proxy target ran, BASE-cpu.png (proxy CPU per transaction) into dir and
-// returns their paths. The Markdown links the charts.
+// proxy target ran, BASE-cpu.png (proxy CPU per transaction) into dir, and
+// BASE-timeline.png (TPS per second of the rotation scenario) when the
+// scenario ran; it returns their paths. The Markdown links the charts.
 func (r *Report) WriteFiles(dir string) ([]string, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("bench: %w", err)
@@ -43,17 +45,25 @@ func (r *Report) WriteFiles(dir string) ([]string, error) {
 
 	type namedChart struct {
 		suffix, alt string
-		chart       Panels
+		chart       interface{ WritePNG(io.Writer) error }
 	}
-	charts := []namedChart{{".png", "median TPS", r.TPSChart()}}
-	if cpu := r.CPUChart(); len(cpu.Charts) > 0 {
-		charts = append(charts, namedChart{"-cpu.png", "proxy CPU per transaction", cpu})
+	var charts []namedChart
+	if len(r.Runs) > 0 {
+		charts = append(charts, namedChart{".png", "median TPS", r.TPSChart()})
+		if cpu := r.CPUChart(); len(cpu.Charts) > 0 {
+			charts = append(charts, namedChart{"-cpu.png", "proxy CPU per transaction", cpu})
+		}
+	}
+	if r.Rotation != nil && len(r.Rotation.Series) > 0 {
+		charts = append(charts, namedChart{"-timeline.png", "TPS per second during the key rotation", r.Rotation.Chart()})
 	}
 	var md bytes.Buffer
 	if err := r.WriteMarkdown(&md); err != nil {
 		return nil, err
 	}
-	md.WriteString("\n## Charts\n\n")
+	if len(charts) > 0 {
+		md.WriteString("\n## Charts\n\n")
+	}
 	for _, c := range charts {
 		var png bytes.Buffer
 		if err := c.chart.WritePNG(&png); err != nil {

@@ -27,6 +27,9 @@ type RunSpec struct {
 	// LogPrefix, when not empty, turns on per-transaction logging (-l) into
 	// files named LogPrefix.PID[.N].
 	LogPrefix string
+	// Progress turns on a progress report on stderr every second, stamped
+	// with the Unix time (--progress 1 --progress-timestamp; ParseProgress).
+	Progress bool
 }
 
 // Args returns the pgbench command-line arguments (without the program
@@ -56,6 +59,9 @@ func (s RunSpec) Args() []string {
 	}
 	if s.LogPrefix != "" {
 		args = append(args, "-l", "--log-prefix="+s.LogPrefix)
+	}
+	if s.Progress {
+		args = append(args, "--progress", "1", "--progress-timestamp")
 	}
 	return append(args, s.DB)
 }

@@ -22,6 +22,8 @@ type Settings struct {
 	PGConf    map[string]string `json:"pg_conf"`
 	// Encryption describes the setup of pgcloak-enc (PgcloakExtra.Description).
 	Encryption string `json:"encryption,omitempty"`
+	// Rotation is the configuration of the rotation scenario, when it ran.
+	Rotation *RotationConfig `json:"rotation,omitempty"`
 }
 
 // Report is everything a benchmark produced.
@@ -41,6 +43,9 @@ type Report struct {
 	// Probes are short runs of each pgcloak-enc workload alone, each on a
 	// fresh pgcloak-enc, for per-workload counters.
 	Probes []Probe `json:"probes,omitempty"`
+	// Rotation is what the rotation scenario recorded (the TPS of every
+	// second, the events, the re-encryption's report), when it ran.
+	Rotation *RotationResult `json:"rotation,omitempty"`
 }
 
 // Summary aggregates the report's runs.
@@ -80,28 +85,22 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 	s := r.Summary()
 	var b strings.Builder
 	st := r.Settings
-	fmt.Fprintf(&b, "# pgbench: direct vs PgBouncer vs pgcloak (%s)\n\n", r.Label)
+	if len(st.Workloads) > 0 {
+		fmt.Fprintf(&b, "# pgbench: direct vs PgBouncer vs pgcloak (%s)\n\n", r.Label)
+	} else {
+		fmt.Fprintf(&b, "# pgbench: key rotation behind live traffic through pgcloak (%s)\n\n", r.Label)
+	}
 	fmt.Fprintf(&b, "Run %s, took %s.\n\n", r.Started.UTC().Format(time.RFC3339), r.Elapsed.Round(time.Second))
 	fmt.Fprintf(&b, "```\n%s\n```\n\n", r.CommandLine)
-	b.WriteString("## Results\n\n")
-	fmt.Fprintf(&b, "Medians over %d interleaved rounds (every round runs each target once per workload × clients, "+
-		"the target order rotating every round). TPS excludes connection time. Latencies come from pgbench's "+
-		"per-transaction log (successful transactions). Proxy CPU is user+system time of the proxy process "+
-		"(/proc/PID/stat) during the run ÷ transactions processed.\n\n", st.Rounds)
-	r.writeTable(&b, s)
-	b.WriteString("\n")
-	r.writeRatios(&b, s)
-	if len(s.Baselines) > 0 {
-		b.WriteString("\n### Encrypted columns\n\n")
-		b.WriteString("Each encrypted workload against its baseline: the same pgbench script over a table whose two secret " +
-			"columns are plaintext, through the same pgcloak process, run back to back in every round. Added latency and " +
-			"CPU are (encrypted − plaintext) ÷ statements per transaction; server CPU is that of every PostgreSQL process during the run.\n\n")
-		r.writeEncrypted(&b, s)
-		r.writeEncStats(&b)
+	if len(st.Workloads) > 0 {
+		r.writeResults(&b, s)
 	}
-	if len(r.Goals) > 0 {
-		b.WriteString("\n")
-		r.writeGoals(&b, s)
+	if r.Rotation != nil {
+		if len(st.Workloads) > 0 {
+			b.WriteString("\n")
+		}
+		b.WriteString("## Key rotation behind live traffic\n\n")
+		r.writeRotation(&b)
 	}
 	b.WriteString("\n## Setup\n\n")
 	r.writeSetup(&b)
@@ -111,29 +110,65 @@ func (r *Report) WriteMarkdown(w io.Writer) error {
 			fmt.Fprintf(&b, "- %s\n", n)
 		}
 	}
-	b.WriteString("\n## Every run\n\n<details><summary>")
-	fmt.Fprintf(&b, "%d runs</summary>\n\n", len(r.Runs))
-	r.writeRuns(&b)
-	b.WriteString("\n</details>\n")
+	if len(r.Runs) > 0 {
+		b.WriteString("\n## Every run\n\n<details><summary>")
+		fmt.Fprintf(&b, "%d runs</summary>\n\n", len(r.Runs))
+		r.writeRuns(&b)
+		b.WriteString("\n</details>\n")
+	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeResults renders the results of the workloads: the main table, the
+// ratios, the encrypted comparison and the goals.
+func (r *Report) writeResults(b *strings.Builder, s Summary) {
+	st := r.Settings
+	b.WriteString("## Results\n\n")
+	fmt.Fprintf(b, "Medians over %d interleaved rounds (every round runs each target once per workload × clients, "+
+		"the target order rotating every round). TPS excludes connection time. Latencies come from pgbench's "+
+		"per-transaction log (successful transactions). Proxy CPU is user+system time of the proxy process "+
+		"(/proc/PID/stat) during the run ÷ transactions processed.\n\n", st.Rounds)
+	r.writeTable(b, s)
+	b.WriteString("\n")
+	r.writeRatios(b, s)
+	if len(s.Baselines) > 0 {
+		b.WriteString("\n### Encrypted columns\n\n")
+		b.WriteString("Each encrypted workload against its baseline: the same pgbench script over a table whose two secret " +
+			"columns are plaintext, through the same pgcloak process, run back to back in every round. Added latency and " +
+			"CPU are (encrypted − plaintext) ÷ statements per transaction; server CPU is that of every PostgreSQL process during the run.\n\n")
+		r.writeEncrypted(b, s)
+		r.writeEncStats(b)
+	}
+	if len(r.Goals) > 0 {
+		b.WriteString("\n")
+		r.writeGoals(b, s)
+	}
 }
 
 // WriteTables renders only the result tables (for the terminal).
 func (r *Report) WriteTables(w io.Writer) error {
 	s := r.Summary()
 	var b strings.Builder
-	r.writeTable(&b, s)
-	b.WriteString("\n")
-	r.writeRatios(&b, s)
-	if len(s.Baselines) > 0 {
+	if len(r.Settings.Workloads) > 0 {
+		r.writeTable(&b, s)
 		b.WriteString("\n")
-		r.writeEncrypted(&b, s)
-		r.writeEncStats(&b)
+		r.writeRatios(&b, s)
+		if len(s.Baselines) > 0 {
+			b.WriteString("\n")
+			r.writeEncrypted(&b, s)
+			r.writeEncStats(&b)
+		}
+		if len(r.Goals) > 0 {
+			b.WriteString("\n")
+			r.writeGoals(&b, s)
+		}
 	}
-	if len(r.Goals) > 0 {
-		b.WriteString("\n")
-		r.writeGoals(&b, s)
+	if r.Rotation != nil {
+		if b.Len() > 0 {
+			b.WriteString("\n")
+		}
+		r.writeRotation(&b)
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
@@ -224,12 +259,18 @@ func (r *Report) writeGoals(b *strings.Builder, s Summary) {
 
 func (r *Report) writeSetup(b *strings.Builder) {
 	st, m := r.Settings, r.Machine
-	rows := [][2]string{
-		{"rounds", fmt.Sprint(st.Rounds)},
-		{"duration per run", st.Duration.String()},
-		{"warm-up per target", st.Warmup.String()},
-		{"pgbench scale", fmt.Sprint(st.Scale)},
-		{"clients", joinInts(st.Clients)},
+	var rows [][2]string
+	if len(st.Workloads) > 0 {
+		rows = append(rows, [][2]string{
+			{"rounds", fmt.Sprint(st.Rounds)},
+			{"duration per run", st.Duration.String()},
+		}...)
+	}
+	rows = append(rows, [2]string{"warm-up per target", st.Warmup.String()})
+	if len(st.Workloads) > 0 {
+		rows = append(rows, [2]string{"pgbench scale", fmt.Sprint(st.Scale)}, [2]string{"clients", joinInts(st.Clients)})
+	}
+	rows = append(rows, [][2]string{
 		{"pgbench threads (-j)", fmt.Sprint(st.Threads)},
 		{"targets", strings.Join(st.Targets, ", ")},
 		{"PostgreSQL settings", fmtConf(st.PGConf)},
@@ -246,7 +287,7 @@ func (r *Report) writeSetup(b *strings.Builder) {
 		{"git commit", m.GitCommit},
 		{"load average at start", m.LoadAvgStart},
 		{"load average at end", m.LoadAvgEnd},
-	}
+	}...)
 	b.WriteString("| | |\n|---|---|\n")
 	for _, row := range rows {
 		if row[1] == "" {
@@ -254,7 +295,9 @@ func (r *Report) writeSetup(b *strings.Builder) {
 		}
 		fmt.Fprintf(b, "| %s | %s |\n", row[0], strings.ReplaceAll(row[1], "|", `\|`))
 	}
-	b.WriteString("\nWorkloads:\n\n")
+	if len(st.Workloads) > 0 {
+		b.WriteString("\nWorkloads:\n\n")
+	}
 	for _, w := range st.Workloads {
 		args := strings.Join(w.Args, " ")
 		if w.NoVacuum {
@@ -276,6 +319,12 @@ func (r *Report) writeSetup(b *strings.Builder) {
 			scripts = append(scripts, w.Script)
 		}
 		users[w.Script] = append(users[w.Script], "`"+w.Name+"`")
+	}
+	if rc := st.Rotation; rc != nil && rc.Workload.Script != "" {
+		if _, ok := users[rc.Workload.Script]; !ok {
+			scripts = append(scripts, rc.Workload.Script)
+		}
+		users[rc.Workload.Script] = append(users[rc.Workload.Script], "the rotation scenario")
 	}
 	for _, sc := range scripts {
 		fmt.Fprintf(b, "\nScript of %s:\n\n```\n%s```\n", strings.Join(users[sc], ", "), sc)

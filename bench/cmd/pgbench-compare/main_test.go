@@ -4,6 +4,7 @@ import (
 	"os"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/pgcloak/pgcloak/bench"
 )
@@ -51,17 +52,27 @@ func TestCommandLineQuotes(t *testing.T) {
 func TestDefaultLabel(t *testing.T) {
 	for _, tt := range []struct {
 		workloads, targets, want string
-		setup                    bool
+		setup, rotation          bool
 	}{
-		{"select-simple,tpcb-prepared", "direct,pgbouncer,pgcloak,pgcloak-enc", "passthrough", false},
-		{"enc-prepared,plain-prepared", "direct,pgbouncer,pgcloak,pgcloak-enc", "encrypted", true},
-		{bench.DefaultWorkloads, "direct,pgbouncer,pgcloak,pgcloak-enc", "passthrough-encrypted", true},
-		{bench.DefaultWorkloads, "direct,pgcloak", "passthrough", false},
+		{"select-simple,tpcb-prepared", "direct,pgbouncer,pgcloak,pgcloak-enc", "passthrough", false, false},
+		{"enc-prepared,plain-prepared", "direct,pgbouncer,pgcloak,pgcloak-enc", "encrypted", true, false},
+		{bench.DefaultWorkloads, "direct,pgbouncer,pgcloak,pgcloak-enc", "passthrough-encrypted", true, false},
+		{bench.DefaultWorkloads, "direct,pgcloak", "passthrough", false, false},
+		{bench.DefaultWorkloads, "direct,pgbouncer,pgcloak,pgcloak-enc", "passthrough-encrypted-rotation", true, true},
+		{"select-simple", "direct,pgcloak-enc", "passthrough-rotation", false, true},
+		{"none", "pgcloak-enc", "rotation", false, true},
 	} {
 		var cfg bench.Config
 		var err error
-		if cfg.Workloads, err = bench.SelectWorkloads(tt.workloads, bench.BuiltinWorkloads()); err != nil {
-			t.Fatal(err)
+		if tt.workloads != "none" {
+			if cfg.Workloads, err = bench.SelectWorkloads(tt.workloads, bench.BuiltinWorkloads()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if tt.rotation {
+			if cfg.Rotation, err = rotationConfig(40*time.Second, true); err != nil {
+				t.Fatal(err)
+			}
 		}
 		if cfg.Targets, err = bench.SelectTargets(tt.targets); err != nil {
 			t.Fatal(err)
@@ -72,5 +83,26 @@ func TestDefaultLabel(t *testing.T) {
 		if got := runsOn(cfg, bench.TargetPgcloakEnc); got != tt.setup {
 			t.Errorf("%s on %s: runs on pgcloak-enc = %v", tt.workloads, tt.targets, got)
 		}
+	}
+}
+
+// The scenario of the command line runs the encrypted read/write script,
+// prepared, with the goal of issue 6 only when goals are checked, and
+// rows to re-encrypt that grow with its length.
+func TestRotationConfig(t *testing.T) {
+	rc, err := rotationConfig(40*time.Second, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rc.Workload.Name != "enc-prepared" || !slices.Equal(rc.Workload.Args, []string{"-M", "prepared"}) || rc.Clients != 8 ||
+		rc.At != 0.2 || rc.MaxDip != 0.10 || rc.Duration != 40*time.Second {
+		t.Errorf("%+v", rc)
+	}
+	long, err := rotationConfig(80*time.Second, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if long.MaxDip != 0 || long.Rows != 2*rc.Rows || rc.Rows == 0 {
+		t.Errorf("80 s without goals: %+v (40 s: %d rows)", long, rc.Rows)
 	}
 }
