@@ -128,7 +128,19 @@ type Rotation struct {
 	// the others try to become the elected one. Default
 	// DefaultRotationCheckInterval.
 	CheckInterval time.Duration
+	// CompromisedReads is what the proxies do with a value whose key
+	// version is disabled (a compromise), until `pgcloak keys compromise`
+	// has re-encrypted it: CompromisedReadsRefuse (58000, the default:
+	// fail closed) or CompromisedReadsAllow (decrypt, each key load audited
+	// as key.disabled_access; the version still never encrypts).
+	CompromisedReads string
 }
+
+// Values of [rotation] compromised_reads.
+const (
+	CompromisedReadsRefuse = "refuse"
+	CompromisedReadsAllow  = "allow"
+)
 
 // Search modes of a column.
 const (

@@ -138,7 +138,9 @@ key_label = "k"
 		{"rotation check interval too long", up + "[rotation]\ncheck_interval = \"2d\"\n", []want{{4, "rotation.check_interval: 48h0m0s is outside"}}},
 		{"rotation check interval type", up + "[rotation]\ncheck_interval = 60\n", []want{{4, "rotation.check_interval: must be a duration string"}}},
 		{"rotation check interval zero", up + "[rotation]\ncheck_interval = \"0s\"\n", []want{{4, "must be greater than zero"}}},
-		{"rotation unknown key", up + "[rotation]\ninterval = \"1m\"\n", []want{{4, "rotation.interval: unknown key (known keys: check_interval)"}}},
+		{"rotation unknown key", up + "[rotation]\ninterval = \"1m\"\n", []want{{4, "rotation.interval: unknown key (known keys: check_interval, compromised_reads)"}}},
+		{"compromised reads", up + "[rotation]\ncompromised_reads = \"allow\"\n", nil},
+		{"compromised reads bad", up + "[rotation]\ncompromised_reads = \"maybe\"\n", []want{{4, "rotation.compromised_reads"}}},
 		{"rotation typo", up + "[rotation]\ncheck_intervall = \"1m\"\n", []want{{4, `rotation.check_intervall: unknown key (did you mean "check_interval"?)`}}},
 		{"rotation is not a table", "rotation = \"1m\"\n" + up, []want{{1, "rotation: must be a table"}}},
 		{"plaintext roles", up + "[keystore]\ndsn = \"host=h\"\n" + kekHSM + "[classification.confidential]\nkek = \"hsm\"\nplaintext_roles = [\"app\", 7,\n  \"app\"]\n",
@@ -475,4 +477,21 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestCompromisedReads(t *testing.T) {
+	const up = "[upstream]\naddr = \"127.0.0.1:5432\"\n"
+	for _, c := range []struct{ text, want string }{
+		{up, CompromisedReadsRefuse},
+		{up + "[rotation]\ncompromised_reads = \"allow\"\n", CompromisedReadsAllow},
+		{up + "[rotation]\ncompromised_reads = \"refuse\"\n", CompromisedReadsRefuse},
+	} {
+		cfg, err := Parse("t.toml", []byte(c.text))
+		if err != nil {
+			t.Fatalf("%q: %v", c.text, err)
+		}
+		if cfg.Rotation.CompromisedReads != c.want {
+			t.Errorf("%q: compromised_reads %q, want %q", c.text, cfg.Rotation.CompromisedReads, c.want)
+		}
+	}
 }

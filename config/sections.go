@@ -17,7 +17,7 @@ var (
 	keystoreKeys = []string{"dsn", "audit_sink"}
 	kekKeys      = []string{"type", "module", "token_label", "pin_env", "key_label", "key_file", "key_id", "region", "endpoint"}
 	classKeys    = []string{"kek", "rotate_after", "rotate_after_encryptions", "plaintext_roles", "on_denied"}
-	rotationKeys = []string{"check_interval"}
+	rotationKeys = []string{"check_interval", "compromised_reads"}
 	columnKeys   = []string{"table", "column", "type", "classification", "search", "context"}
 	logKeys      = []string{"level", "format"}
 
@@ -64,7 +64,7 @@ func defaults() *Config {
 		Upstream:        Upstream{TLS: DefaultUpstreamTLS},
 		KEKs:            map[string]KEK{},
 		Classifications: map[string]Classification{},
-		Rotation:        Rotation{CheckInterval: DefaultRotationCheckInterval},
+		Rotation:        Rotation{CheckInterval: DefaultRotationCheckInterval, CompromisedReads: CompromisedReadsRefuse},
 		Log:             Log{Level: DefaultLogLevel},
 	}
 }
@@ -278,6 +278,7 @@ func (d *decoder) decodeRotation(t *table, r *Rotation) {
 	} else {
 		r.CheckInterval = iv
 	}
+	s.enum("compromised_reads", &r.CompromisedReads, CompromisedReadsRefuse, CompromisedReadsAllow)
 	s.finish()
 }
 

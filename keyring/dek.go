@@ -106,7 +106,8 @@ type LoaderOpts struct {
 	Purpose Purpose
 	// AllowDisabled lets disabled versions unwrap, each time audited
 	// (key.disabled_access): the compromise procedure must decrypt the
-	// affected rows to re-encrypt them. Never set it in the proxy.
+	// affected rows to re-encrypt them. The proxy sets it only when the
+	// operator chose [rotation] compromised_reads = "allow".
 	AllowDisabled bool
 }
 

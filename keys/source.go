@@ -58,6 +58,13 @@ type Opts struct {
 	// LoadTimeout bounds one key load (key-store read and KEK unwrap) and
 	// one read of an active version. Zero: DefaultLoadTimeout.
 	LoadTimeout time.Duration
+	// AllowDisabledReads lets Key load versions that are disabled
+	// (compromised), each load audited as key.disabled_access, so that rows
+	// not yet re-encrypted by the compromise procedure stay readable
+	// ([rotation] compromised_reads = "allow"). Disabled versions never
+	// encrypt either way: EncryptionKey uses only the active version.
+	// False (the default) fails such reads with the key store's refusal.
+	AllowDisabledReads bool
 	// Logger receives Run's warnings (listener lost, poll or flush failed,
 	// serving a stale active version). Nothing logged names key material.
 	Logger zerolog.Logger
@@ -147,7 +154,7 @@ func New(opts Opts) (*Source, error) {
 		opts.OutageBudget = DefaultOutageBudget
 	}
 	cache, err := keycache.New(keycache.Opts[*envelope.Key]{
-		Loader:       opts.Store.Loader(keyring.LoaderOpts{Purpose: keyring.PurposeEncryption}),
+		Loader:       opts.Store.Loader(keyring.LoaderOpts{Purpose: keyring.PurposeEncryption, AllowDisabled: opts.AllowDisabledReads}),
 		Prepare:      envelope.NewKey,
 		MaxEntries:   opts.CacheSize,
 		TTL:          opts.CacheTTL,

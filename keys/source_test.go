@@ -153,6 +153,34 @@ func TestDisabledThroughNotify(t *testing.T) {
 	}
 }
 
+// With AllowDisabledReads ([rotation] compromised_reads = "allow"), a
+// disabled version still opens what it sealed, each load audited, and is
+// never used to encrypt.
+func TestDisabledReadsAllowed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	s := e.source(Opts{ActiveTTL: time.Hour, PollInterval: time.Hour, CacheTTL: time.Hour, AllowDisabledReads: true})
+	e.run(s)
+	k1 := must(s.EncryptionKey(e.ctx, "confidential"))(t)
+	if _, _, err := e.store.Disable(e.ctx, "confidential", 1, "leaked"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "version 2 active after disabling 1", func() bool { return version(t, e.ctx, s) == 2 })
+	// The disabled version was dropped from the cache (NOTIFY) and loads
+	// again, audited.
+	waitFor(t, "key.disabled_access audited", func() bool {
+		roundTrip(t, e.ctx, s, k1) // fails the test if the disabled version is refused
+		var n int
+		if err := e.store.Pool().QueryRow(e.ctx, `SELECT count(*) FROM pgcloak.audit_log WHERE event = 'key.disabled_access' AND version = 1`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n > 0
+	})
+	if v := version(t, e.ctx, s); v != 2 {
+		t.Errorf("EncryptionKey uses version %d, want 2 (never the disabled one)", v)
+	}
+}
+
 // The poll is the fallback when no notification arrives: until it runs,
 // cached keys keep serving; after it, a disabled version is refused and
 // the new active version is used.

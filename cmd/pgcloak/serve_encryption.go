@@ -46,9 +46,10 @@ func startEncryption(ctx context.Context, cfg *config.Config, store *keyring.Sto
 		return nil, usageErr(err)
 	}
 	src, err := keys.New(keys.Opts{
-		Store:         store,
-		FlushInterval: counterFlushInterval(cfg),
-		Logger:        log.With().Str("component", "keys").Logger(),
+		Store:              store,
+		FlushInterval:      counterFlushInterval(cfg),
+		AllowDisabledReads: cfg.Rotation.CompromisedReads == config.CompromisedReadsAllow,
+		Logger:             log.With().Str("component", "keys").Logger(),
 	})
 	if err != nil {
 		return nil, err
