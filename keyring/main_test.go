@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,29 +16,9 @@ import (
 )
 
 // One throwaway cluster for the package; each test gets its own database.
-var (
-	cluster    *pgtest.Cluster
-	clusterErr error
-	binMissing bool
-	dbCounter  atomic.Int64
-)
+var shared = pgtest.Shared{Name: "keyring"}
 
-func TestMain(m *testing.M) {
-	if _, err := pgtest.FindBinary("postgres"); err != nil {
-		clusterErr, binMissing = err, true
-		os.Exit(m.Run())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cluster, clusterErr = pgtest.Start(ctx, pgtest.Opts{})
-	cancel()
-	code := m.Run()
-	if cluster != nil {
-		if err := cluster.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "keyring tests: stop cluster:", err)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Run(m)) }
 
 // env is one test's key-store database, a fake KEK named "hsm" and a
 // migrated Store.
@@ -54,18 +33,11 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	switch {
-	case cluster == nil && binMissing:
-		pgtest.Missing(t, "missing dependency: PostgreSQL: %v", clusterErr)
-		return nil
-	case cluster == nil:
-		t.Fatalf("PostgreSQL cluster did not start: %v", clusterErr)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	t.Cleanup(cancel)
-	name := fmt.Sprintf("keyring_%d", dbCounter.Add(1))
-	if err := cluster.CreateDatabase(ctx, name, ""); err != nil {
-		t.Fatal(err)
+	name, cluster := shared.Database(ctx, t)
+	if cluster == nil {
+		return nil
 	}
 	e := &env{t: t, ctx: ctx, dsn: cluster.DSN("postgres", "", name), kek: hsmfake.New()}
 	pool, err := pgxpool.New(ctx, e.dsn)

@@ -21,7 +21,6 @@ import (
 
 	"github.com/pgcloak/pgcloak/hsm"
 	"github.com/pgcloak/pgcloak/hsm/hsmfake"
-	"github.com/pgcloak/pgcloak/internal/pgtest"
 	"github.com/pgcloak/pgcloak/keyring/audit"
 )
 
@@ -304,18 +303,13 @@ func TestPrivileges(t *testing.T) {
 	if err != nil {
 		t.Fatalf("%s: cannot find the role SQL this test checks: %v", keysDoc, err)
 	}
-	switch {
-	case cluster == nil && binMissing:
-		pgtest.Missing(t, "missing dependency: PostgreSQL: %v", clusterErr)
-		return
-	case cluster == nil:
-		t.Fatalf("PostgreSQL cluster did not start: %v", clusterErr)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 
-	db := fmt.Sprintf("keyring_%d", dbCounter.Add(1))
-	must(t, "create database", cluster.CreateDatabase(ctx, db, ""))
+	db, cluster := shared.Database(ctx, t)
+	if cluster == nil {
+		return
+	}
 	// Roles are cluster-wide: drop them (and the database that holds
 	// their objects) when done, after every Store has closed.
 	t.Cleanup(func() {

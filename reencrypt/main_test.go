@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"os"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,29 +24,9 @@ import (
 // One throwaway cluster for the package; each test gets its own database,
 // which holds both the key store (schema pgcloak) and the application
 // tables (schema public).
-var (
-	cluster    *pgtest.Cluster
-	clusterErr error
-	binMissing bool
-	dbCounter  atomic.Int64
-)
+var shared = pgtest.Shared{Name: "reencrypt"}
 
-func TestMain(m *testing.M) {
-	if _, err := pgtest.FindBinary("postgres"); err != nil {
-		clusterErr, binMissing = err, true
-		os.Exit(m.Run())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cluster, clusterErr = pgtest.Start(ctx, pgtest.Opts{})
-	cancel()
-	code := m.Run()
-	if cluster != nil {
-		if err := cluster.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "reencrypt tests: stop cluster:", err)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Run(m)) }
 
 // env is one test's database: a migrated key store with the audit ring and
 // an encryption ring "confidential" (fake KEK "hsm"), and a session for the
@@ -66,18 +45,11 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	switch {
-	case cluster == nil && binMissing:
-		pgtest.Missing(t, "missing dependency: PostgreSQL: %v", clusterErr)
-		return nil
-	case cluster == nil:
-		t.Fatalf("PostgreSQL cluster did not start: %v", clusterErr)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	name := fmt.Sprintf("reencrypt_%d", dbCounter.Add(1))
-	if err := cluster.CreateDatabase(ctx, name, ""); err != nil {
-		t.Fatal(err)
+	name, cluster := shared.Database(ctx, t)
+	if cluster == nil {
+		return nil
 	}
 	e := &env{t: t, ctx: ctx, dsn: cluster.DSN("postgres", "", name), logs: &bytes.Buffer{}}
 	pool, err := pgxpool.New(ctx, e.dsn)

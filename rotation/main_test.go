@@ -8,7 +8,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,29 +23,9 @@ import (
 
 // One throwaway cluster for the package; each test gets its own database,
 // so the advisory lock (per database) is each test's own.
-var (
-	cluster    *pgtest.Cluster
-	clusterErr error
-	binMissing bool
-	dbCounter  atomic.Int64
-)
+var shared = pgtest.Shared{Name: "rotation"}
 
-func TestMain(m *testing.M) {
-	if _, err := pgtest.FindBinary("postgres"); err != nil {
-		clusterErr, binMissing = err, true
-		os.Exit(m.Run())
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	cluster, clusterErr = pgtest.Start(ctx, pgtest.Opts{})
-	cancel()
-	code := m.Run()
-	if cluster != nil {
-		if err := cluster.Stop(); err != nil {
-			fmt.Fprintln(os.Stderr, "rotation tests: stop cluster:", err)
-		}
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(shared.Run(m)) }
 
 // env is one test's key-store database: a migrated schema, a fake KEK
 // "hsm" and the encryption key ring "confidential" (version 1 active).
@@ -61,18 +40,11 @@ type env struct {
 
 func newEnv(t *testing.T) *env {
 	t.Helper()
-	switch {
-	case cluster == nil && binMissing:
-		pgtest.Missing(t, "missing dependency: PostgreSQL: %v", clusterErr)
-		return nil
-	case cluster == nil:
-		t.Fatalf("PostgreSQL cluster did not start: %v", clusterErr)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	name := fmt.Sprintf("rotation_%d", dbCounter.Add(1))
-	if err := cluster.CreateDatabase(ctx, name, ""); err != nil {
-		t.Fatal(err)
+	name, cluster := shared.Database(ctx, t)
+	if cluster == nil {
+		return nil
 	}
 	e := &env{t: t, ctx: ctx, dsn: cluster.DSN("postgres", "", name), kek: hsmfake.New()}
 	pool, err := pgxpool.New(ctx, e.dsn)
