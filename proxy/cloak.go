@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -132,7 +133,7 @@ func newCatView(cat *catalog.Catalog, srv *cloakServer) *catView {
 		k := [2]string{e.Schema, e.Table}
 		if _, ok := v.tables[k]; !ok {
 			v.schemas[e.Table] = append(v.schemas[e.Table], e.Schema)
-			if !contains(v.all, e.Schema) {
+			if !slices.Contains(v.all, e.Schema) {
 				v.all = append(v.all, e.Schema)
 			}
 		}
@@ -142,15 +143,6 @@ func newCatView(cat *catalog.Catalog, srv *cloakServer) *catView {
 		})
 	}
 	return v
-}
-
-func contains(ss []string, s string) bool {
-	for _, x := range ss {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (v *catView) Columns(schema, table string) []rewrite.Column {
@@ -185,7 +177,7 @@ func (v *catView) searchPath(session []string) []string {
 	out := make([]string, 0, len(session)+len(v.all))
 	out = append(out, session...)
 	for _, s := range v.all {
-		if !contains(out, s) {
+		if !slices.Contains(out, s) {
 			out = append(out, s)
 		}
 	}
@@ -300,8 +292,10 @@ type stmtInfo struct {
 	name string
 	plan *rewrite.Plan // nil: names no configured table
 	view *catView      // the catalog the plan was made with
-	// params[i] is the encrypted column $i+1 flows into, or nil.
-	params []*colInfo
+	// params[i] is the encrypted column $i+1 flows into, or nil;
+	// encrypts says whether any is not nil.
+	params   []*colInfo
+	encrypts bool
 	// clientOIDs are the parameter types the client declared (0: unspecified).
 	clientOIDs []uint32
 	// describe says results may hold encrypted columns, so their
@@ -315,15 +309,6 @@ type stmtInfo struct {
 
 	// Set by the server→client side only.
 	fields *rowDesc
-}
-
-func (st *stmtInfo) encryptsParams() bool {
-	for _, p := range st.params {
-		if p != nil {
-			return true
-		}
-	}
-	return false
 }
 
 // portalInfo is one portal (Bind).

@@ -259,7 +259,7 @@ func (d *cloakDown) portalDesc(p *portalInfo) *rowDesc {
 // paramDescription rewrites the types of encrypted parameters from bytea
 // back to what the client declared, or to the column's logical type.
 func (d *cloakDown) paramDescription(frame, out []byte, st *stmtInfo) ([]byte, error) {
-	if st == nil || !st.encryptsParams() {
+	if st == nil || !st.encrypts {
 		return append(out, frame...), nil
 	}
 	body := frame[5:]

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/pgcloak/pgcloak/pgvalue"
 	"github.com/pgcloak/pgcloak/rewrite"
@@ -386,6 +387,7 @@ func (u *cloakUp) forwardParse(frame, out []byte, st *stmtInfo, sql string) ([]b
 				continue
 			}
 			st.params[pa.Index-1] = ci
+			st.encrypts = true
 			oids[pa.Index-1] = byteaOID
 		}
 	}
@@ -413,31 +415,34 @@ func mayReturnStored(sql string) bool {
 		i++
 	}
 	w := sql[i:min(len(sql), i+7)]
-	return len(w) >= 5 && (equalFold(w[:5], "fetch") || (len(w) == 7 && equalFold(w, "execute")))
+	return len(w) >= 5 && (strings.EqualFold(w[:5], "fetch") || (len(w) == 7 && strings.EqualFold(w, "execute")))
 }
 
-func equalFold(a, b string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := 0; i < len(a); i++ {
-		x, y := a[i]|0x20, b[i]|0x20
-		if x != y {
-			return false
-		}
-	}
-	return true
+// ambiguousRefusal refuses a statement name that was prepared twice before
+// the server confirmed the first: which one the server keeps is unknown.
+func ambiguousRefusal(name string) *refusal {
+	return &refusal{code: "26000", msg: "pgcloak: prepared statement \"" + name + "\" was prepared twice in one pipeline; prepare it once"}
 }
 
 // bind handles Bind: encrypted parameters are sealed, in the format the
 // client sent them (binary: the envelope's bytes; text: bytea hex).
 func (u *cloakUp) bind(frame, body, out []byte) ([]byte, error) {
 	r := wreader{b: body}
-	portal := string(r.cstring())
-	stmtName := r.cstring()
-	st := u.stmts[string(stmtName)]
+	portal := r.cstring()
+	st := u.stmts[string(r.cstring())]
+	if r.bad {
+		return out, errBadMessage
+	}
 	if st != nil && st.ambiguous {
-		return u.refuse(out, &refusal{code: "26000", msg: "pgcloak: prepared statement \"" + st.name + "\" was prepared twice in one pipeline; prepare it once"}), nil
+		return u.refuse(out, ambiguousRefusal(st.name)), nil
+	}
+	if st != nil && !st.encrypts && !st.describe {
+		// Nothing to seal, and its results hold no encrypted column: the
+		// formats and values need not be read.
+		p := &portalInfo{st: st}
+		u.portals[string(portal)] = p
+		u.c.q.push(pending{kind: pendBind, p: p})
+		return forward(out, frame)
 	}
 	nf := int(uint16(r.int16()))
 	if r.bad || nf < 0 || len(r.b) < 2*nf {
@@ -470,8 +475,8 @@ func (u *cloakUp) bind(frame, body, out []byte) ([]byte, error) {
 	for i := range p.resultFormats {
 		p.resultFormats[i] = r.int16()
 	}
-	u.portals[portal] = p
-	if st == nil || !st.encryptsParams() {
+	u.portals[string(portal)] = p
+	if st == nil || !st.encrypts {
 		u.c.q.push(pending{kind: pendBind, p: p})
 		return forward(out, frame)
 	}
@@ -524,7 +529,7 @@ func (u *cloakUp) describe(frame, body, out []byte) ([]byte, error) {
 	case 'S':
 		st := u.stmts[name]
 		if st != nil && st.ambiguous {
-			return u.refuse(out, &refusal{code: "26000", msg: "pgcloak: prepared statement \"" + name + "\" was prepared twice in one pipeline; prepare it once"}), nil
+			return u.refuse(out, ambiguousRefusal(name)), nil
 		}
 		if st == nil {
 			// Prepared without pgcloak seeing it (SQL PREPARE): the
@@ -556,9 +561,9 @@ func (u *cloakUp) execute(frame, body, out []byte) ([]byte, error) {
 	if i < 0 || len(body) != i+5 {
 		return out, errBadMessage
 	}
-	name := string(body[:i])
-	p := u.portals[name]
+	p := u.portals[string(body[:i])]
 	if p == nil || (p.st == nil && !p.describedUp) {
+		name := string(body[:i])
 		if p == nil {
 			p = &portalInfo{}
 			u.portals[name] = p
