@@ -197,9 +197,7 @@ func (u *cloakUp) query(frame, body, out []byte) ([]byte, error) {
 		}
 	}
 	if err != nil {
-		rf := refusalOf(err)
-		u.c.srv.stats.refused.Add(1)
-		u.c.s.log.Info().Str("sqlstate", rf.code).Str("refusal", rf.msg).Msg("statement refused")
+		rf := u.refusal(err)
 		u.c.q.push(pending{kind: pendQuery})
 		return appendQuery(out, raiseSQL(rf.code, rf.msg, rf.hint)), nil
 	}
@@ -294,13 +292,25 @@ func typeOfOID(oid uint32) (pgvalue.Type, bool) {
 	return t, err == nil
 }
 
+// refusal turns err into what the client is told, counts it and logs it.
+// An internal error's cause is logged too (it names columns and types,
+// never values); the client gets XX000 only.
+func (u *cloakUp) refusal(err error) *refusal {
+	rf := refusalOf(err)
+	u.c.srv.stats.refused.Add(1)
+	ev := u.c.s.log.Info()
+	if rf.code == sqlstateInternalError {
+		ev = u.c.s.log.Warn().Err(err)
+	}
+	ev.Str("sqlstate", rf.code).Str("refusal", rf.msg).Msg("statement refused")
+	return rf
+}
+
 // refuse replaces the current extended-protocol message with a statement
 // that fails on the server with the refusal, and drops the rest of the
 // cycle (the server would skip it).
 func (u *cloakUp) refuse(out []byte, err error) []byte {
-	rf := refusalOf(err)
-	u.c.srv.stats.refused.Add(1)
-	u.c.s.log.Info().Str("sqlstate", rf.code).Str("refusal", rf.msg).Msg("statement refused")
+	rf := u.refusal(err)
 	out = appendParse(out, "", raiseSQL(rf.code, rf.msg, rf.hint), nil)
 	u.c.q.push(pending{kind: pendParse, internal: true})
 	out = appendBindNoParams(out, "")
